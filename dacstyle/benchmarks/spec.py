@@ -1,0 +1,137 @@
+"""A benchmark as data: what to build inside the server and how to reach it.
+
+A :class:`Benchmark` names a ``"module:callable"`` entry point and the keyword
+arguments to call it with. The same spec builds the object locally
+(:meth:`Benchmark.build`) or, serialized with :meth:`Benchmark.to_json`, inside a
+server in another process or container. Environments are served as
+``gymnasium.Env`` proxies; any other object is served with exactly the methods
+listed in ``methods``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
+
+from ..errors import BenchmarkError
+
+__all__ = ["Benchmark", "load_entry_point"]
+
+
+def load_entry_point(name: str) -> Callable[..., Any]:
+    """Resolve ``"package.module:attr.sub"`` to the object it names."""
+    module_name, sep, attr_path = name.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise BenchmarkError(f"entry point {name!r} is not of the form 'module:callable'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BenchmarkError(f"entry point {name!r}: cannot import {module_name!r}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            raise BenchmarkError(f"entry point {name!r}: {module_name!r} has no {attr_path!r}") from exc
+    if not callable(target):
+        raise BenchmarkError(f"entry point {name!r} is not callable")
+    return target
+
+
+@dataclass
+class Benchmark:
+    """A JSON-serializable benchmark spec.
+
+    ``entry_point`` is called as ``entry_point(**config)``; when ``seed`` is set and
+    ``seed_key`` is not empty it is passed as ``config[seed_key]``. ``methods`` is
+    None for a gymnasium environment, else the exact list of methods served.
+    """
+
+    name: str
+    entry_point: str
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    seed_key: str = "seed"
+    methods: list[str] | None = None
+    image: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise BenchmarkError("a benchmark needs a non-empty name")
+        if not isinstance(self.entry_point, str) or ":" not in self.entry_point:
+            raise BenchmarkError(f"entry point {self.entry_point!r} is not of the form 'module:callable'")
+        if not isinstance(self.config, dict):
+            raise BenchmarkError(f"config must be a dict, not {type(self.config).__name__}")
+        if self.methods is not None:
+            self.methods = list(self.methods)
+            bad = [m for m in self.methods if not isinstance(m, str) or not m.isidentifier() or m.startswith("_")]
+            if bad:
+                raise BenchmarkError(f"methods must be public identifiers, not {bad}")
+        try:
+            json.dumps(self.config, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise BenchmarkError(f"config of {self.name!r} is not plain JSON: {exc}") from exc
+
+    # -- the spec ------------------------------------------------------------------
+    def set_seed(self, seed: int | None) -> "Benchmark":
+        """Seed the benchmark (instance sets and the first reset); returns self."""
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise BenchmarkError(f"seed must be a non-negative int, not {seed!r}")
+        self.seed = seed
+        return self
+
+    @property
+    def is_environment(self) -> bool:
+        """True when the benchmark builds a gymnasium environment."""
+        return self.methods is None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments the entry point is called with."""
+        kwargs = copy.deepcopy(self.config)
+        if self.seed is not None and self.seed_key:
+            kwargs[self.seed_key] = self.seed
+        return kwargs
+
+    def to_json(self) -> str:
+        """The spec as a JSON string (what travels to the server)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Benchmark":
+        """Rebuild a spec from :meth:`to_json` output; unknown keys are rejected."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BenchmarkError(f"benchmark spec is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise BenchmarkError("benchmark spec must be a JSON object")
+        known = {f.name for f in fields(Benchmark)}
+        unknown = set(data) - known
+        if unknown:
+            raise BenchmarkError(f"unknown benchmark spec keys: {sorted(unknown)}")
+        try:
+            return Benchmark(**data)
+        except TypeError as exc:
+            raise BenchmarkError(f"incomplete benchmark spec: {exc}") from exc
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Benchmark) and asdict(self) == asdict(other)
+
+    # -- building ------------------------------------------------------------------
+    def build(self) -> Any:
+        """Build the benchmark object in this process (what the server does)."""
+        factory = load_entry_point(self.entry_point)
+        try:
+            return factory(**self.kwargs())
+        except BenchmarkError:
+            raise
+        except Exception as exc:
+            raise BenchmarkError(f"building {self.name!r} with {self.entry_point}: {exc!r}") from exc
+
+    def get_environment(self) -> Any:
+        """Build the gymnasium environment locally, without any server."""
+        if not self.is_environment:
+            raise BenchmarkError(f"{self.name!r} serves an object, not an environment")
+        return self.build()

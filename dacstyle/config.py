@@ -1,0 +1,97 @@
+"""The one configuration object of dacstyle.
+
+Every setting has a default, can be overridden by a ``DACSTYLE_<NAME>`` environment
+variable, and can be changed on an instance; unknown names are rejected.
+``dacstyle config`` prints the effective values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import ConfigError
+
+__all__ = ["Config", "config"]
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+# name -> (type converter, default, help)
+_SETTINGS: dict[str, tuple[Any, Any, str]] = {
+    "runtime": (str, "auto", "container runtime: auto, apptainer, singularity, bwrap or process"),
+    "cache": (Path, None, "image cache folder (default: the platform's user cache folder)"),
+    "runs": (Path, Path("runs"), "folder where run folders (episode logs, manifests) are written"),
+    "call_timeout": (float, 60.0, "seconds a remote call may take before CallTimeoutError"),
+    "start_timeout": (float, 60.0, "seconds a server may take to become ready"),
+    "max_message_size": (int, 256 * 1024 * 1024, "largest frame in bytes the server accepts"),
+    "offline": (_bool, False, "use only cached images, never the network"),
+    "progress": (str, "auto", "download progress bar: auto (only on a terminal), always, never"),
+}
+
+
+class Config:
+    """Settings with defaults, ``DACSTYLE_*`` environment overrides and typo checks."""
+
+    __slots__ = tuple(_SETTINGS)
+
+    def __init__(self, use_environment: bool = True, **overrides: Any) -> None:
+        self.reset(use_environment)
+        for name, value in overrides.items():
+            setattr(self, name, value)
+
+    def reset(self, use_environment: bool = True) -> None:
+        """Restore defaults, then apply ``DACSTYLE_<NAME>`` variables if asked."""
+        for name, (convert, default, _) in _SETTINGS.items():
+            value = default
+            text = os.environ.get(f"DACSTYLE_{name.upper()}") if use_environment else None
+            if text is not None:
+                try:
+                    value = convert(text)
+                except ValueError as exc:
+                    raise ConfigError(f"DACSTYLE_{name.upper()}={text!r}: {exc}") from exc
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in _SETTINGS:
+            raise ConfigError(f"unknown setting {name!r}; known: {', '.join(_SETTINGS)}")
+        convert = _SETTINGS[name][0]
+        if value is not None and not isinstance(value, bool if convert is _bool else convert):
+            try:
+                value = convert(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{name}={value!r}: {exc}") from exc
+        object.__setattr__(self, name, value)
+
+    @property
+    def cache_dir(self) -> Path:
+        """The image cache folder, resolved."""
+        return Path(self.cache) if self.cache else Path(platformdirs.user_cache_dir("dacstyle")) / "images"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The effective settings, for printing and run manifests."""
+        return {name: getattr(self, name) for name in _SETTINGS}
+
+    def describe(self) -> str:
+        """One line per setting: name, value, environment variable and help."""
+        lines = []
+        for name, (_, _, help_text) in _SETTINGS.items():
+            lines.append(f"{name:<17} = {getattr(self, name)!s:<24} DACSTYLE_{name.upper():<17} {help_text}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Config({', '.join(f'{k}={v!r}' for k, v in self.as_dict().items())})"
+
+
+config = Config()
+"""The process-wide settings; tests call ``config.reset(False)``."""

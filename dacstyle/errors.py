@@ -1,0 +1,167 @@
+"""The one exception tree of dacstyle.
+
+Every failure that dacstyle itself reports is a subclass of :class:`DacstyleError`;
+foreign errors (Pyro5, OSError, requests, subprocess) are translated at the
+boundary with ``raise X(...) from exc``::
+
+    DacstyleError
+    ├── ConfigError                 bad configuration value or unknown key
+    ├── BenchmarkError              invalid benchmark spec, entry point not importable
+    ├── ImageError                  anything about a SIF image
+    │   ├── ImageFormatError        not a SIF, truncated, corrupt, no squashfs partition
+    │   ├── SignatureError          a signature does not verify
+    │   ├── ImageNotFoundError      no such file, catalogue entry or remote reference
+    │   ├── DigestMismatchError     sha256 differs from the pinned digest
+    │   └── DownloadError           transfer failed after retries and mirrors
+    ├── ContainerError              starting or running a container
+    │   ├── RuntimeUnavailableError the requested runtime is not installed here
+    │   └── ServerStartError        the server died or never became ready
+    ├── ChannelError                the host <-> server channel
+    │   ├── ServerDiedError         the server went away during a call
+    │   ├── CallTimeoutError        a call did not answer in time
+    │   ├── ProtocolMismatchError   host and server speak different versions
+    │   └── AuthenticationError     wrong token, wrong peer, forbidden serializer
+    ├── RemoteError                 raised by remote code whose type is unknown here
+    ├── SubmissionError             a competition submission is malformed
+    └── LLMError                    an OpenAI-compatible endpoint failed
+
+Exceptions raised by remote code arrive as their own type where the host knows it;
+either way they carry ``remote_traceback`` (a string, or None for local errors).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DacstyleError",
+    "ConfigError",
+    "BenchmarkError",
+    "ImageError",
+    "ImageFormatError",
+    "SignatureError",
+    "ImageNotFoundError",
+    "DigestMismatchError",
+    "DownloadError",
+    "ContainerError",
+    "RuntimeUnavailableError",
+    "ServerStartError",
+    "ChannelError",
+    "ServerDiedError",
+    "CallTimeoutError",
+    "ProtocolMismatchError",
+    "AuthenticationError",
+    "RemoteError",
+    "SubmissionError",
+    "LLMError",
+]
+
+
+class DacstyleError(Exception):
+    """Root of every error dacstyle raises."""
+
+    remote_traceback: str | None = None
+
+
+class ConfigError(DacstyleError, ValueError):
+    """A configuration value is invalid or a key is unknown."""
+
+
+class BenchmarkError(DacstyleError):
+    """A benchmark spec is invalid or names something that cannot be built."""
+
+
+class ImageError(DacstyleError):
+    """Something is wrong with a SIF image or its reference."""
+
+
+class ImageFormatError(ImageError):
+    """The file is not a valid SIF image (truncated, corrupt, wrong magic, ...)."""
+
+
+class SignatureError(ImageError):
+    """An image signature is missing or does not verify."""
+
+
+class ImageNotFoundError(ImageError, FileNotFoundError):
+    """The image, catalogue entry or remote reference does not exist."""
+
+
+class DigestMismatchError(ImageError):
+    """The image's sha256 differs from the digest it was pinned to."""
+
+
+class DownloadError(ImageError):
+    """A download failed after all retries and mirrors."""
+
+
+class ContainerError(DacstyleError):
+    """Starting or running a container failed."""
+
+
+class RuntimeUnavailableError(ContainerError):
+    """The requested container runtime is not installed or cannot run here."""
+
+
+class ServerStartError(ContainerError):
+    """The server process died or never answered the handshake.
+
+    ``stderr_tail`` holds the last lines the server wrote to its stderr.
+    """
+
+    def __init__(self, message: str, stderr_tail: str = "") -> None:
+        if stderr_tail:
+            message = f"{message}\n--- server stderr (tail) ---\n{stderr_tail}"
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
+
+
+class ChannelError(DacstyleError):
+    """The channel between host and server failed."""
+
+
+class ServerDiedError(ChannelError):
+    """The server went away while a call was in flight or before it.
+
+    ``stderr_tail`` holds the last lines the server wrote to its stderr.
+    """
+
+    def __init__(self, message: str, stderr_tail: str = "") -> None:
+        if stderr_tail:
+            message = f"{message}\n--- server stderr (tail) ---\n{stderr_tail}"
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
+
+
+class CallTimeoutError(ChannelError, TimeoutError):
+    """A remote call did not answer within its timeout."""
+
+
+class ProtocolMismatchError(ChannelError):
+    """Host and server speak different protocol versions."""
+
+
+class AuthenticationError(ChannelError, PermissionError):
+    """The server refused the connection: wrong token, peer or serializer."""
+
+
+class RemoteError(DacstyleError):
+    """Remote code raised an exception whose type does not exist on the host.
+
+    ``remote_type`` is its qualified name, ``remote_traceback`` the server-side trace.
+    """
+
+    def __init__(self, message: str, remote_type: str = "", remote_traceback: str | None = None) -> None:
+        super().__init__(f"{remote_type}: {message}" if remote_type else message)
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+
+class SubmissionError(DacstyleError, ValueError):
+    """A competition submission is malformed; ``errors`` lists ``{code, message}`` items."""
+
+    def __init__(self, message: str, errors: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class LLMError(DacstyleError):
+    """An OpenAI-compatible endpoint failed or answered something unusable."""
