@@ -1,1 +1,31 @@
-"""dacstyle.agents."""
+"""Agents: DACBench's agent protocol, baselines, and the episode loop.
+
+Any object with ``act(state, reward)``, ``train(next_state, reward)`` and
+``end_episode(state, reward)`` is an agent (DACBench agents work unchanged); a
+plain callable ``policy(obs) -> action`` is adapted by :func:`as_agent`.
+``AGENTS`` maps the names the CLI accepts to factories ``factory(env, **kwargs)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .base import Agent, PolicyAgent, as_agent
+from .baselines import RandomAgent, StaticAgent
+from .loop import StepHook, run_episodes
+
+__all__ = [
+    "Agent",
+    "PolicyAgent",
+    "as_agent",
+    "RandomAgent",
+    "StaticAgent",
+    "run_episodes",
+    "StepHook",
+    "AGENTS",
+]
+
+AGENTS: dict[str, Callable[..., Any]] = {
+    "random": RandomAgent,
+    "static": StaticAgent,
+}

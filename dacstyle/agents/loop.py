@@ -1,0 +1,66 @@
+"""The episode loop of DACBench's ``run_benchmark``, on any gymnasium env.
+
+It uses only the public gymnasium API (``reset``/``step``/spaces), so the same
+loop drives a local env and a remote env proxy served from a container.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import gymnasium as gym
+
+from .base import as_agent
+
+__all__ = ["run_episodes", "StepHook"]
+
+StepHook = Callable[[int, int, Any, float, bool, bool, dict], None]
+"""``on_step(episode, t, action, reward, terminated, truncated, info)``; ``t`` counts from 0."""
+
+
+def run_episodes(
+    env: gym.Env,
+    agent: Any,
+    number_of_episodes: int,
+    seed: int | None = None,
+    on_step: StepHook | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``agent`` for ``number_of_episodes`` episodes; one result dict per episode.
+
+    ``seed`` is passed to the first ``reset`` only (later resets continue the
+    env's own sequence). Each dict has ``episode``, ``return``, ``length``,
+    ``wall_time_s`` and ``seed`` (the seed given to that episode's reset, or None).
+    ``agent`` is anything :func:`~dacstyle.agents.as_agent` accepts.
+    """
+    if isinstance(number_of_episodes, bool) or not isinstance(number_of_episodes, int) or number_of_episodes < 0:
+        raise ValueError(f"number_of_episodes must be a non-negative int, not {number_of_episodes!r}")
+    actor = as_agent(agent)
+    results: list[dict[str, Any]] = []
+    for episode in range(number_of_episodes):
+        episode_seed = seed if episode == 0 else None
+        started = time.perf_counter()
+        state, _info = env.reset(seed=episode_seed)
+        reward: Any = 0
+        total, t, done = 0.0, 0, False
+        while not done:
+            action = actor.act(state, reward)
+            next_state, reward, terminated, truncated, info = env.step(action)
+            actor.train(next_state, reward)
+            if on_step is not None:
+                on_step(episode, t, action, float(reward), bool(terminated), bool(truncated), info)
+            state = next_state
+            total += float(reward)
+            t += 1
+            done = bool(terminated or truncated)
+        actor.end_episode(state, reward)
+        results.append(
+            {
+                "episode": episode,
+                "return": total,
+                "length": t,
+                "wall_time_s": time.perf_counter() - started,
+                "seed": episode_seed,
+            }
+        )
+    return results
