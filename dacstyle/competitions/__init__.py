@@ -1,1 +1,20 @@
-"""dacstyle.competitions."""
+"""MLE-bench-style competitions: synthetic tasks, submission checks, the grader.
+
+A competition is a folder with ``competition.json``, ``public/`` (train.csv,
+test.csv, sample_submission.csv, description.md) and ``private/`` (answers.csv).
+"""
+
+from .generate import list_competitions, make_competition
+from .grader import Grader, SubmissionValidator
+from .schema import METRICS, CompetitionInfo
+from .sources import MAX_SUBMISSION_BYTES
+
+__all__ = [
+    "METRICS",
+    "MAX_SUBMISSION_BYTES",
+    "CompetitionInfo",
+    "Grader",
+    "SubmissionValidator",
+    "list_competitions",
+    "make_competition",
+]
