@@ -1,0 +1,308 @@
+"""The per-user image cache: content-addressed, atomic, shared safely between processes.
+
+Layout under ``config.cache_dir`` (``DACSTYLE_CACHE`` or the platform cache folder)::
+
+    blobs/sha256/<hex>.sif     verified images, never modified once renamed in place
+    tmp/<key>.part[.json]      downloads in progress (kept on failure, for resume)
+    locks/<key>.lock           one lock per reference: N processes download once
+    index.json                 ref -> digest, digest -> size, mtime, refs (replaced atomically)
+
+A hit costs one small JSON read, one ``stat`` and a SIF header check: the
+sha256 is recomputed only when the file's size or mtime differ from the ones
+recorded (or when asked), so resolving a cached multi-GB image stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import filelock
+
+from ..config import config
+from ..errors import DigestMismatchError, DownloadError, ImageFormatError, ImageNotFoundError
+
+__all__ = ["CachedImage", "ImageCache", "hash_file", "verify_sif", "CHUNK"]
+
+CHUNK = 1 << 20
+_INDEX_VERSION = 1
+
+
+def hash_file(path: Path) -> str:
+    """The sha256 of a file as 64 hex digits (1 MiB reads)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sif(path: Path) -> None:
+    """Check the SIF structure (header + descriptors, no hashing); ImageFormatError if bad."""
+    from .sif import verify_image  # lazy: the SIF reader is a sibling module
+
+    verify_image(path)
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    """One verified image in the cache."""
+
+    path: Path
+    sha256: str
+    size: int
+    refs: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>``, the OCI spelling."""
+        return f"sha256:{self.sha256}"
+
+
+class ImageCache:
+    """Content-addressed SIF cache rooted at ``root`` (default: ``config.cache_dir``)."""
+
+    def __init__(self, root: Path | str | None = None, *, lock_timeout: float = 3600.0) -> None:
+        self.root = Path(root) if root is not None else config.cache_dir
+        self.lock_timeout = lock_timeout
+
+    # -- paths -------------------------------------------------------------------
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.json"
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the image with this digest lives (whether or not it exists)."""
+        return self.root / "blobs" / "sha256" / f"{sha256}.sif"
+
+    def part_path(self, key: str) -> Path:
+        """The resumable partial download for a reference key."""
+        return self.root / "tmp" / f"{_key_hash(key)}.part"
+
+    def lock(self, key: str) -> filelock.BaseFileLock:
+        """An inter-process lock for one reference (works on shared file systems with flock)."""
+        path = self.root / "locks" / f"{_key_hash(key)}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return filelock.FileLock(str(path), timeout=self.lock_timeout)
+
+    def _ensure(self) -> None:
+        for sub in ("blobs/sha256", "tmp", "locks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- index -------------------------------------------------------------------
+    def _read_index(self) -> dict:
+        try:
+            data = json.loads(self.index_path.read_text())
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError):
+            data = {}  # a damaged index is rebuilt from scratch; blobs stay content-addressed
+        if data.get("version") != _INDEX_VERSION:
+            data = {"version": _INDEX_VERSION, "refs": {}, "blobs": {}}
+        return data
+
+    def _update_index(self, change) -> dict:
+        """Apply ``change(index)`` under the index lock, then replace the file atomically."""
+        self._ensure()
+        with filelock.FileLock(str(self.root / "locks" / "index.lock"), timeout=60):
+            index = self._read_index()
+            change(index)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".index.", suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                json.dump(index, handle, indent=1, sort_keys=True)
+            os.replace(tmp, self.index_path)
+        return index
+
+    # -- lookups -----------------------------------------------------------------
+    def digest_for(self, key: str) -> str | None:
+        """The digest recorded for a reference key, or None."""
+        return self._read_index()["refs"].get(key)
+
+    def get(self, sha256: str, *, full: bool = False) -> CachedImage | None:
+        """The cached image with this digest if present and sound, else None.
+
+        Sound means: size and SIF header check out; the sha256 is recomputed when
+        ``full`` or when size/mtime differ from the recorded ones. A corrupt entry is
+        deleted so that the next pull fetches it again.
+        """
+        path = self.blob_path(sha256)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        record = self._read_index()["blobs"].get(sha256, {})
+        unchanged = record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
+        try:
+            verify_sif(path)
+            if full or not unchanged:
+                if hash_file(path) != sha256:
+                    raise DigestMismatchError(f"cached {path} does not hash to {sha256}")
+                if not unchanged:
+                    self._record_blob(sha256, path)
+        except (ImageFormatError, DigestMismatchError, ImageNotFoundError):
+            self._discard(sha256)
+            return None
+        return CachedImage(path, sha256, stat.st_size, tuple(record.get("refs", ())))
+
+    def lookup(self, key: str, *, full: bool = False) -> CachedImage | None:
+        """The cached image recorded under a reference key, or None."""
+        sha256 = self.digest_for(key)
+        return self.get(sha256, full=full) if sha256 else None
+
+    def entries(self) -> Iterator[CachedImage]:
+        """Every recorded image whose blob exists (no verification)."""
+        for sha256, record in sorted(self._read_index()["blobs"].items()):
+            path = self.blob_path(sha256)
+            if path.exists():
+                yield CachedImage(path, sha256, record.get("size", 0), tuple(record.get("refs", ())))
+
+    # -- adding ------------------------------------------------------------------
+    def commit(self, tmp: Path, sha256: str, *, refs: tuple[str, ...] = ()) -> CachedImage:
+        """Move a fully verified file (in this cache's folder) into place and record it."""
+        target = self.blob_path(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+        self._record_blob(sha256, target, refs)
+        stat = target.stat()
+        return CachedImage(target, sha256, stat.st_size, tuple(refs))
+
+    def add(self, path: Path | str, *, ref: str | None = None, sha256: str | None = None) -> CachedImage:
+        """Copy a local (e.g. locally built) SIF into the cache and record its digest.
+
+        ``ref`` (e.g. a catalogue id like ``"sigmoid@0.1.0"``) is recorded as pointing to
+        it; ``sha256`` pins what the file must hash to.
+        """
+        source = Path(path)
+        if not source.is_file():
+            raise ImageNotFoundError(f"no such image file: {source}")
+        verify_sif(source)
+        self._ensure()
+        fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", suffix=".sif.tmp")
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+            actual = digest.hexdigest()
+            if sha256 and actual != sha256:
+                raise DigestMismatchError(f"{source} has sha256 {actual}, expected {sha256}")
+            if self.get(actual) is not None:
+                if ref:
+                    self.record(ref, actual)
+                return CachedImage(self.blob_path(actual), actual, self.blob_path(actual).stat().st_size,
+                                   (ref,) if ref else ())
+            return self.commit(tmp, actual, refs=(ref,) if ref else ())
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def record(self, key: str, sha256: str) -> None:
+        """Point a reference key at a digest already in the cache."""
+        self._record_blob(sha256, self.blob_path(sha256), (key,))
+
+    def _record_blob(self, sha256: str, path: Path, refs: tuple[str, ...] = ()) -> None:
+        stat = path.stat()
+
+        def change(index: dict) -> None:
+            record = index["blobs"].setdefault(sha256, {"added": time.time(), "refs": []})
+            record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            for key in refs:
+                old = index["refs"].get(key)
+                if old and old != sha256 and old in index["blobs"]:
+                    index["blobs"][old]["refs"] = [r for r in index["blobs"][old]["refs"] if r != key]
+                index["refs"][key] = sha256
+                if key not in record["refs"]:
+                    record["refs"].append(key)
+
+        self._update_index(change)
+
+    # -- removing ----------------------------------------------------------------
+    def _discard(self, sha256: str) -> None:
+        """Forget a blob's stat record and delete the file (its refs stay, so it is refetched)."""
+        self.blob_path(sha256).unlink(missing_ok=True)
+        self._update_index(lambda index: index["blobs"].pop(sha256, None))
+
+    def remove(self, ref_or_digest: str) -> list[str]:
+        """Remove a reference (and its image if no other reference uses it), or a digest.
+
+        Returns the digests whose files were deleted.
+        """
+        removed: list[str] = []
+
+        def change(index: dict) -> None:
+            target = ref_or_digest.removeprefix("sha256:")
+            if target in index["blobs"]:
+                for key in index["blobs"][target].get("refs", []):
+                    index["refs"].pop(key, None)
+                victims = [target]
+            elif ref_or_digest in index["refs"]:
+                sha = index["refs"].pop(ref_or_digest)
+                record = index["blobs"].get(sha, {})
+                record["refs"] = [r for r in record.get("refs", []) if r != ref_or_digest]
+                victims = [sha] if not record["refs"] else []
+            else:
+                matches = [s for s in index["blobs"] if s.startswith(target)] if len(target) >= 8 else []
+                if len(matches) != 1:
+                    raise ImageNotFoundError(f"{ref_or_digest!r} is neither a cached reference nor a digest")
+                victims = matches
+                for key in index["blobs"][matches[0]].get("refs", []):
+                    index["refs"].pop(key, None)
+            for sha in victims:
+                index["blobs"].pop(sha, None)
+                self.blob_path(sha).unlink(missing_ok=True)
+                removed.append(sha)
+
+        self._update_index(change)
+        return removed
+
+    def prune(self, *, everything: bool = False) -> list[Path]:
+        """Delete partial downloads, unrecorded blobs and dangling refs (all images if ``everything``)."""
+        deleted: list[Path] = []
+        if everything:
+            for item in self.entries():
+                self.remove(item.sha256)
+                deleted.append(item.path)
+        for part in sorted((self.root / "tmp").glob("*")) if (self.root / "tmp").exists() else []:
+            part.unlink(missing_ok=True)
+            deleted.append(part)
+        index = self._read_index()
+        blob_dir = self.root / "blobs" / "sha256"
+        for blob in sorted(blob_dir.glob("*.sif")) if blob_dir.exists() else []:
+            if blob.stem not in index["blobs"]:
+                blob.unlink(missing_ok=True)
+                deleted.append(blob)
+
+        def change(index: dict) -> None:
+            for key, sha in list(index["refs"].items()):
+                if not self.blob_path(sha).exists():
+                    index["refs"].pop(key)
+            for sha in list(index["blobs"]):
+                if not self.blob_path(sha).exists():
+                    index["blobs"].pop(sha)
+
+        self._update_index(change)
+        return deleted
+
+    def __repr__(self) -> str:
+        return f"ImageCache({str(self.root)!r})"
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def disk_free_check(root: Path, needed: int) -> None:
+    """Raise DownloadError when the cache's file system cannot hold ``needed`` more bytes."""
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if needed > free:
+        raise DownloadError(f"not enough space in {root}: need {needed} bytes, {free} free")

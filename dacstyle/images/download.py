@@ -1,0 +1,263 @@
+"""HTTP(S) downloads into a resumable ``.part`` file: Range resume, retries, mirrors, progress.
+
+:func:`fetch` streams a URL (or the first of several mirrors that works) into a
+partial file while hashing it in the same pass. A transfer that breaks keeps its
+``.part`` file and a small ``.part.json`` beside it (URL, ETag, Last-Modified,
+length), so the next attempt - in this process or a later one - asks for the
+rest with ``Range`` + ``If-Range`` instead of starting from zero. Transient
+failures (connection errors, truncated bodies, 408/429/5xx) are retried with
+bounded exponential backoff; a permanent one (other 4xx, wrong digest) moves to
+the next mirror. All failures end in one :class:`~dacstyle.errors.DownloadError`
+(or ``DigestMismatchError``) that lists what each mirror answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import requests
+import urllib3
+
+from ..config import config
+from ..errors import ConfigError, DigestMismatchError, DownloadError
+
+__all__ = ["RetryPolicy", "fetch", "progress_enabled", "make_progress"]
+
+CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try one mirror: ``attempts`` tries, sleeping ``backoff * factor**n`` (capped)."""
+
+    attempts: int = 4
+    backoff: float = 0.5
+    factor: float = 2.0
+    max_backoff: float = 10.0
+    timeout: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (0-based)."""
+        return min(self.max_backoff, self.backoff * self.factor**attempt)
+
+
+class _Transient(Exception):
+    """Worth retrying on the same mirror."""
+
+
+class _Permanent(Exception):
+    """Move on to the next mirror."""
+
+
+def progress_enabled(setting: str | bool | None = None) -> bool:
+    """Whether to draw a progress bar: ``always``/``never``/``auto`` (terminal or notebook)."""
+    value = config.progress if setting is None else setting
+    if isinstance(value, bool):
+        return value
+    if value == "always":
+        return True
+    if value == "never":
+        return False
+    if value != "auto":
+        raise ConfigError(f"progress={value!r}: use auto, always or never")
+    if "ipykernel" in sys.modules:
+        return True
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def make_progress(total: int | None, desc: str, initial: int = 0, enabled: bool = False) -> Any:
+    """A tqdm bar (terminal or notebook) counting bytes, or a silent stand-in."""
+    if not enabled:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                miniters=1, leave=False)
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def reset(self, total: int | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def fetch(
+    urls: str | Sequence[str],
+    part: Path,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    session: requests.Session | None = None,
+    retry: RetryPolicy | None = None,
+    progress: str | bool | None = None,
+    desc: str = "",
+) -> str:
+    """Download the first working mirror of ``urls`` into ``part``; return its sha256 hex.
+
+    On success ``part`` holds the whole body, checked against ``sha256`` and ``size``
+    when given. On failure ``part`` is kept if it may be resumed (or deleted when its
+    content is known to be wrong) and DownloadError / DigestMismatchError is raised.
+    """
+    mirrors = [urls] if isinstance(urls, str) else list(urls)
+    if not mirrors:
+        raise DownloadError("no URL to download from")
+    retry = retry or RetryPolicy()
+    own_session = session is None
+    session = session or requests.Session()
+    part.parent.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    mismatches = 0
+    bar = make_progress(size, desc or part.name, enabled=progress_enabled(progress))
+    try:
+        for url in mirrors:
+            for attempt in range(retry.attempts):
+                try:
+                    digest, length = _attempt(session, url, part, sha256, size, retry.timeout, bar)
+                except _Transient as exc:
+                    failures.append(f"{url}: {exc}")
+                    if attempt + 1 < retry.attempts:
+                        time.sleep(retry.delay(attempt))
+                    continue
+                except _Permanent as exc:
+                    failures.append(f"{url}: {exc}")
+                    break
+                if size is not None and length != size:
+                    _drop(part)
+                    failures.append(f"{url}: got {length} bytes, expected {size}")
+                    mismatches += 1
+                    break
+                if sha256 is not None and digest != sha256:
+                    _drop(part)
+                    failures.append(f"{url}: sha256 {digest}, expected {sha256}")
+                    mismatches += 1
+                    break
+                _meta_path(part).unlink(missing_ok=True)
+                return digest
+    finally:
+        bar.close()
+        if own_session:
+            session.close()
+    detail = "\n  ".join(failures)
+    if mismatches == len(mirrors):
+        raise DigestMismatchError(f"every source served other content than pinned:\n  {detail}")
+    raise DownloadError(f"download failed after {retry.attempts} attempt(s) per mirror:\n  {detail}")
+
+
+def _meta_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _drop(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _meta_path(part).unlink(missing_ok=True)
+
+
+def _read_meta(part: Path) -> dict:
+    try:
+        return json.loads(_meta_path(part).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _attempt(session: requests.Session, url: str, part: Path, sha256: str | None, size: int | None,
+             timeout: float, bar: Any) -> tuple[str, int]:
+    """One request: resume ``part`` if possible, append the body, return (sha256 hex, length)."""
+    offset = part.stat().st_size if part.exists() else 0
+    meta = _read_meta(part)
+    headers = {"Accept-Encoding": "identity"}
+    if offset and meta.get("url") != url and sha256 is None:
+        offset = 0  # another source and no digest: nothing proves the bytes belong together
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        validator = meta.get("etag") if not str(meta.get("etag", "")).startswith("W/") else None
+        validator = validator or meta.get("last_modified")
+        if validator and meta.get("url") == url:
+            headers["If-Range"] = validator
+    try:
+        response = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except requests.RequestException as exc:
+        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+    with response:
+        status = response.status_code
+        if status == 416 and offset and offset in (size, meta.get("total")):
+            return _hash_prefix(part, offset).hexdigest(), offset  # the part was already complete
+        if status == 416:
+            _drop(part)
+            raise _Transient("416 range not satisfiable; restarting from zero")
+        if status in (408, 429) or status >= 500:
+            raise _Transient(f"HTTP {status} {response.reason}")
+        if status >= 400:
+            raise _Permanent(f"HTTP {status} {response.reason}")
+        if status not in (200, 206):
+            raise _Permanent(f"unexpected HTTP {status} {response.reason}")
+        length = response.headers.get("Content-Length")
+        expected_body = int(length) if length and length.isdigit() else None
+        if status == 206:
+            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            total = int(match.group(3)) if match and match.group(3) != "*" else None
+            if not match or int(match.group(1)) != offset or (meta.get("total") and total != meta["total"]):
+                _drop(part)
+                raise _Transient("server answered a different range; restarting from zero")
+        else:
+            offset = 0
+            total = expected_body
+        if size is not None and total is not None and total != size:
+            raise _Permanent(f"server offers {total} bytes, expected {size}")
+        _meta_path(part).write_text(json.dumps({
+            "url": url, "etag": response.headers.get("ETag"),
+            "last_modified": response.headers.get("Last-Modified"), "total": total,
+        }))
+        digest = _hash_prefix(part, offset) if offset else hashlib.sha256()
+        bar.reset(total=total)
+        bar.update(offset)
+        received = 0
+        raw = response.raw
+        try:
+            out = open(part, "r+b" if offset else "wb")
+        except OSError as exc:
+            raise DownloadError(f"cannot write {part}: {exc}") from exc
+        with out:
+            out.seek(offset)
+            out.truncate()
+            while True:
+                try:
+                    chunk = raw.read1(CHUNK, decode_content=False)
+                except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                    raise _Transient(f"transfer broke after {offset + received} bytes ({type(exc).__name__})") from exc
+                if not chunk:
+                    break
+                digest.update(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise DownloadError(f"cannot write {part}: {exc}") from exc
+                received += len(chunk)
+                bar.update(len(chunk))
+        if expected_body is not None and received != expected_body:
+            raise _Transient(f"body truncated: {received} of {expected_body} bytes")
+        return digest.hexdigest(), offset + received
+
+
+def _hash_prefix(part: Path, length: int) -> "hashlib._Hash":
+    """sha256 state over the first ``length`` bytes already in ``part``."""
+    digest = hashlib.sha256()
+    with open(part, "rb") as handle:
+        remaining = length
+        while remaining and (chunk := handle.read(min(CHUNK, remaining))):
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest
