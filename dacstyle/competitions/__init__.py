@@ -8,12 +8,17 @@ from .generate import list_competitions, make_competition
 from .grader import Grader, SubmissionValidator
 from .schema import METRICS, CompetitionInfo
 from .sources import MAX_SUBMISSION_BYTES
+from .taskenv import SHELL_PREFIX, SUBMIT, VALIDATE, TaskEnv
 
 __all__ = [
     "METRICS",
     "MAX_SUBMISSION_BYTES",
     "CompetitionInfo",
     "Grader",
+    "SHELL_PREFIX",
+    "SUBMIT",
+    "TaskEnv",
+    "VALIDATE",
     "SubmissionValidator",
     "list_competitions",
     "make_competition",

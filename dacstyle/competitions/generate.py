@@ -189,7 +189,7 @@ def list_competitions() -> list[str]:
 def _medals(oracle: float, higher_is_better: bool) -> dict[str, float]:
     if higher_is_better:
         return {"gold": round(oracle - 0.01, 4), "silver": round(oracle - 0.03, 4), "bronze": round(oracle - 0.05, 4)}
-    return {"gold": round(oracle * 1.05, 4), "silver": round(oracle * 1.15, 4), "bronze": round(oracle * 1.3, 4)}
+    return {"gold": round(oracle * 1.05, 4), "silver": round(oracle * 1.2, 4), "bronze": round(oracle * 1.5, 4)}
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
