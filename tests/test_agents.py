@@ -16,6 +16,7 @@ from dacstyle.agents import (
     RandomAgent,
     StaticAgent,
     as_agent,
+    iter_episodes,
     run_episodes,
 )
 from dacstyle.benchmarks import GymnasiumBenchmark, LubyBenchmark, SigmoidBenchmark
@@ -82,6 +83,16 @@ def test_run_episodes_results_and_seed_on_first_reset_only():
         logged = [s[3] for s in steps if s[0] == episode]
         assert result["return"] == pytest.approx(sum(logged)) and 0 < result["return"] <= 6
         assert type(result["return"]) is float and result["wall_time_s"] >= 0
+
+
+def test_iter_episodes_yields_each_episode_when_it_ends():
+    env = luby_env(min_steps=3)
+    steps: list[tuple] = []
+    seen = []
+    for record in iter_episodes(env, lambda obs: 0, 3, seed=4, on_step=lambda *a: steps.append(a)):
+        seen.append((record["episode"], [s[0] for s in steps]))
+        steps.clear()
+    assert seen == [(0, [0, 0, 0]), (1, [1, 1, 1]), (2, [2, 2, 2])]
 
 
 def test_same_seeds_give_identical_results():

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from .base import Agent, PolicyAgent, as_agent
 from .baselines import RandomAgent, StaticAgent
-from .loop import StepHook, run_episodes
+from .loop import StepHook, iter_episodes, run_episodes
 
 __all__ = [
     "Agent",
@@ -21,6 +21,7 @@ __all__ = [
     "RandomAgent",
     "StaticAgent",
     "run_episodes",
+    "iter_episodes",
     "StepHook",
     "AGENTS",
 ]

@@ -7,13 +7,14 @@ loop drives a local env and a remote env proxy served from a container.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import gymnasium as gym
 
 from .base import as_agent
 
-__all__ = ["run_episodes", "StepHook"]
+__all__ = ["run_episodes", "iter_episodes", "StepHook"]
 
 StepHook = Callable[[int, int, Any, float, bool, bool, dict], None]
 """``on_step(episode, t, action, reward, terminated, truncated, info)``; ``t`` counts from 0."""
@@ -33,10 +34,24 @@ def run_episodes(
     ``wall_time_s`` and ``seed`` (the seed given to that episode's reset, or None).
     ``agent`` is anything :func:`~dacstyle.agents.as_agent` accepts.
     """
+    return list(iter_episodes(env, agent, number_of_episodes, seed=seed, on_step=on_step))
+
+
+def iter_episodes(
+    env: gym.Env,
+    agent: Any,
+    number_of_episodes: int,
+    seed: int | None = None,
+    on_step: StepHook | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Like :func:`run_episodes`, but yield each episode's dict as soon as it ends.
+
+    For callers that log per episode while the run goes on (the arguments are
+    checked when iteration starts).
+    """
     if isinstance(number_of_episodes, bool) or not isinstance(number_of_episodes, int) or number_of_episodes < 0:
         raise ValueError(f"number_of_episodes must be a non-negative int, not {number_of_episodes!r}")
     actor = as_agent(agent)
-    results: list[dict[str, Any]] = []
     for episode in range(number_of_episodes):
         episode_seed = seed if episode == 0 else None
         started = time.perf_counter()
@@ -54,13 +69,10 @@ def run_episodes(
             t += 1
             done = bool(terminated or truncated)
         actor.end_episode(state, reward)
-        results.append(
-            {
-                "episode": episode,
-                "return": total,
-                "length": t,
-                "wall_time_s": time.perf_counter() - started,
-                "seed": episode_seed,
-            }
-        )
-    return results
+        yield {
+            "episode": episode,
+            "return": total,
+            "length": t,
+            "wall_time_s": time.perf_counter() - started,
+            "seed": episode_seed,
+        }
