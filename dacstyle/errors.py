@@ -52,6 +52,7 @@ __all__ = [
     "RemoteError",
     "SubmissionError",
     "LLMError",
+    "IsolationWarning",
 ]
 
 
@@ -165,3 +166,7 @@ class SubmissionError(DacstyleError, ValueError):
 
 class LLMError(DacstyleError):
     """An OpenAI-compatible endpoint failed or answered something unusable."""
+
+
+class IsolationWarning(UserWarning):
+    """A benchmark runs without container isolation (the ``process`` runtime)."""

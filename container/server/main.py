@@ -1,0 +1,134 @@
+"""The server entry point: ``python -m dacstyle.container.server``.
+
+It listens on a Unix socket (or TCP, for Slurm) with a per-run token read from a
+file, optionally on a second, agent-side endpoint with its own token, writes one
+ready line to stdout, and serves until ``shutdown()`` or until its stdin (the
+lifeline from the host) closes. Every runtime starts this same entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "serve", "build_parser"]
+
+log = logging.getLogger("dacstyle.server")
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The server's command line (shared with ``dacstyle serve``)."""
+    parser = parser or argparse.ArgumentParser(prog="python -m dacstyle.container.server")
+    parser.description = "Serve benchmarks over a Pyro5 JSON channel (the entry point every runtime starts)."
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", help="Unix socket path to listen on (same node)")
+    where.add_argument("--tcp", metavar="HOST:PORT", help="TCP address to listen on (port 0 picks one)")
+    parser.add_argument("--token-file", required=True, help="file holding the host token (never pass a token in argv)")
+    parser.add_argument("--agent-socket", help="Unix socket for the agent-side endpoint (agent_methods only)")
+    parser.add_argument("--agent-token-file", help="file holding the agent-side token")
+    parser.add_argument("--max-message-size", type=int, default=256 * 1024 * 1024, help="largest accepted frame (bytes)")
+    parser.add_argument("--no-lifeline", action="store_true", help="do not exit when stdin closes (manual use)")
+    parser.add_argument("--log-level", default="WARNING", help="logging level on stderr (default WARNING)")
+    return parser
+
+
+def _read_token(path: str) -> bytes:
+    token = Path(path).read_bytes().strip()
+    if len(token) < 16:
+        raise SystemExit(f"token file {path} holds no usable token")
+    return token
+
+
+def _daemon_kwargs(socket_path: str | None, tcp: str | None) -> dict[str, Any]:
+    if socket_path:
+        if len(os.fsencode(socket_path)) >= 108:
+            raise SystemExit(f"socket path too long for AF_UNIX (max 107 bytes): {socket_path}")
+        try:
+            os.unlink(socket_path)  # a server killed by a signal leaves its socket behind
+        except FileNotFoundError:
+            pass
+        return {"unixsocket": socket_path}
+    host, _, port = (tcp or "").rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"--tcp wants HOST:PORT, not {tcp!r}")
+    return {"host": host.strip("[]"), "port": int(port)}
+
+
+def _location(daemon: Any) -> str:
+    where = daemon.locationStr
+    return f"unix:{where[len('./u:'):]}" if where.startswith("./u:") else f"tcp:{where}"
+
+
+def _watch_lifeline(stop: threading.Event) -> None:
+    try:
+        while os.read(0, 4096):
+            pass
+    except OSError:
+        pass
+    log.info("lifeline closed: the host is gone")
+    stop.set()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and serve."""
+    return serve(build_parser().parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until shutdown() or the lifeline closes."""
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    from Pyro5 import config as pyro_config
+
+    from .daemon import GuardedDaemon
+    from .objects import Control
+    from ..protocol import CONTROL_OBJECT, READY_PREFIX
+
+    pyro_config.SERIALIZER = "json"
+    pyro_config.SERVERTYPE = "thread"
+    pyro_config.MAX_MESSAGE_SIZE = args.max_message_size
+    pyro_config.DETAILED_TRACEBACK = False
+    pyro_config.SOCK_NODELAY = True
+    pyro_config.THREADPOOL_SIZE = 64
+
+    stop = threading.Event()
+    daemon = GuardedDaemon(_read_token(args.token_file), **_daemon_kwargs(args.socket, args.tcp))
+    agent_daemon = None
+    if args.agent_socket:
+        if not args.agent_token_file:
+            raise SystemExit("--agent-socket needs --agent-token-file")
+        agent_daemon = GuardedDaemon(_read_token(args.agent_token_file), **_daemon_kwargs(args.agent_socket, None))
+    control = Control(daemon, stop, agent_daemon)
+    daemon.register(control, CONTROL_OBJECT)
+
+    daemons = [d for d in (daemon, agent_daemon) if d is not None]
+    for d in daemons:
+        threading.Thread(target=d.requestLoop, name="pyro-loop", daemon=True).start()
+    if not args.no_lifeline:
+        threading.Thread(target=_watch_lifeline, args=(stop,), name="lifeline", daemon=True).start()
+
+    ready = {"pid": os.getpid(), "host": _location(daemon)}
+    if agent_daemon is not None:
+        ready["agent"] = _location(agent_daemon)
+    sys.stdout.write(READY_PREFIX + json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    os.dup2(2, 1)  # from now on, what the benchmark prints goes to the log, not the ready pipe
+
+    stop.wait()
+    control.close_all()
+    for d in daemons:
+        d.shutdown()
+    for path in (args.socket, args.agent_socket):
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    sys.stderr.flush()
+    os._exit(0)  # benchmark threads must not keep a stopped server alive

@@ -46,7 +46,8 @@ class Benchmark:
 
     ``entry_point`` is called as ``entry_point(**config)``; when ``seed`` is set and
     ``seed_key`` is not empty it is passed as ``config[seed_key]``. ``methods`` is
-    None for a gymnasium environment, else the exact list of methods served.
+    None for a gymnasium environment, else the exact list of methods served to the
+    host; ``agent_methods`` the subset served on the agent endpoint, if any.
     """
 
     name: str
@@ -55,6 +56,7 @@ class Benchmark:
     seed: int | None = None
     seed_key: str = "seed"
     methods: list[str] | None = None
+    agent_methods: list[str] | None = None
     image: str | None = None
 
     def __post_init__(self) -> None:
@@ -64,11 +66,17 @@ class Benchmark:
             raise BenchmarkError(f"entry point {self.entry_point!r} is not of the form 'module:callable'")
         if not isinstance(self.config, dict):
             raise BenchmarkError(f"config must be a dict, not {type(self.config).__name__}")
-        if self.methods is not None:
-            self.methods = list(self.methods)
-            bad = [m for m in self.methods if not isinstance(m, str) or not m.isidentifier() or m.startswith("_")]
+        for attr in ("methods", "agent_methods"):
+            names = getattr(self, attr)
+            if names is None:
+                continue
+            names = list(names)
+            setattr(self, attr, names)
+            bad = [m for m in names if not isinstance(m, str) or not m.isidentifier() or m.startswith("_")]
             if bad:
-                raise BenchmarkError(f"methods must be public identifiers, not {bad}")
+                raise BenchmarkError(f"{attr} must be public identifiers, not {bad}")
+        if self.agent_methods and not set(self.agent_methods) <= set(self.methods or ()):
+            raise BenchmarkError("agent_methods must be a subset of methods")
         try:
             json.dumps(self.config, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -1,1 +1,41 @@
-"""dacstyle.runtimes."""
+"""Runtimes: one interface (:class:`Runtime`), several backends.
+
+``get_runtime("auto")`` picks apptainer > singularity > bwrap > process and logs
+the choice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import RuntimeUnavailableError
+from .base import Bind, LaunchSpec, Runtime, ServerProcess
+from .process import ProcessRuntime
+
+__all__ = ["Bind", "LaunchSpec", "Runtime", "ServerProcess", "RUNTIMES", "get_runtime"]
+
+log = logging.getLogger(__name__)
+
+RUNTIMES: dict[str, type[Runtime]] = {"process": ProcessRuntime}
+"""Known runtimes by name, in order of preference for ``auto``."""
+
+AUTO_ORDER = ("apptainer", "singularity", "bwrap", "process")
+
+
+def get_runtime(name: str | Runtime = "auto") -> Runtime:
+    """The runtime called ``name``; ``auto`` picks the best one installed here."""
+    if isinstance(name, Runtime):
+        return name
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            cls = RUNTIMES.get(candidate)
+            if cls is not None and cls.available():
+                log.info("runtime auto: chose %s", candidate)
+                return cls()
+        raise RuntimeUnavailableError("no runtime is available")  # process always is
+    cls = RUNTIMES.get(name)
+    if cls is None:
+        raise RuntimeUnavailableError(f"unknown runtime {name!r}; known: auto, {', '.join(RUNTIMES)}")
+    if not cls.available():
+        raise RuntimeUnavailableError(f"runtime {name!r} is not available on this machine")
+    return cls()

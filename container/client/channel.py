@@ -1,0 +1,92 @@
+"""The host side of the channel: authenticated JSON Pyro5 proxies, errors translated.
+
+A :class:`Channel` knows one server endpoint (a Unix socket or TCP address), its
+token and, when the host started the server, how to tell whether it is still
+alive. Every Pyro5 error is turned into one error of the project's tree here.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from Pyro5 import errors as pyro_errors
+from Pyro5.client import Proxy
+
+from dacstyle import codec
+from dacstyle.errors import (
+    AuthenticationError,
+    CallTimeoutError,
+    ChannelError,
+    DacstyleError,
+    ServerDiedError,
+)
+
+__all__ = ["Channel", "uri_for"]
+
+
+def uri_for(location: str, object_id: str) -> str:
+    """A Pyro5 URI for ``unix:/path`` or ``tcp:host:port`` and an object id."""
+    kind, _, address = location.partition(":")
+    if kind == "unix":
+        return f"PYRO:{object_id}@./u:{address}"
+    if kind == "tcp":
+        host, _, port = address.rpartition(":")
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"PYRO:{object_id}@{host}:{port}"
+    raise ValueError(f"unknown endpoint location {location!r}")
+
+
+class Channel:
+    """Authenticated proxies to one endpoint, with timeouts and translated errors."""
+
+    def __init__(
+        self,
+        location: str,
+        token: str,
+        *,
+        call_timeout: float = 60.0,
+        server_gone: Callable[[float], bool] | None = None,
+        stderr_tail: Callable[[], str] | None = None,
+    ) -> None:
+        self.location = location
+        self.call_timeout = call_timeout
+        self._token = token
+        self._server_gone = server_gone
+        self._stderr_tail = stderr_tail or (lambda: "")
+
+    def proxy(self, object_id: str) -> Proxy:
+        """A new JSON proxy to ``object_id`` that presents the token on connect."""
+        proxy = Proxy(uri_for(self.location, object_id))
+        proxy._pyroSerializer = "json"
+        proxy._pyroHandshake = self._token
+        proxy._pyroTimeout = self.call_timeout
+        return proxy
+
+    def invoke(self, proxy: Proxy, lock: threading.Lock, method: str, args: tuple, timeout: float | None) -> Any:
+        """Call ``method`` on ``proxy`` (any thread, one at a time), translating errors."""
+        with lock:
+            proxy._pyroClaimOwnership()
+            proxy._pyroTimeout = self.call_timeout if timeout is None else timeout
+            try:
+                return getattr(proxy, method)(*args)
+            except pyro_errors.PyroError as exc:
+                raise self.translate(exc, method) from exc
+
+    def translate(self, exc: pyro_errors.PyroError, what: str) -> DacstyleError:
+        """The project's error for a Pyro5 error raised during ``what``."""
+        if isinstance(exc, pyro_errors.TimeoutError):
+            return CallTimeoutError(f"{what}() did not answer within its timeout ({exc})")
+        if isinstance(exc, pyro_errors.SecurityError) or "rejected" in str(exc):
+            return AuthenticationError(f"the server refused the connection: {exc}")
+        if isinstance(exc, pyro_errors.CommunicationError) and self._server_gone is not None and self._server_gone(1.0):
+            return ServerDiedError(f"the server died during {what}()", self._stderr_tail())
+        return ChannelError(f"{what}() failed on the channel: {type(exc).__name__}: {exc}")
+
+    def unwrap(self, reply: Any) -> Any:
+        """Decode a server reply ``{"ok": value}`` or raise its ``{"error": ...}``."""
+        if isinstance(reply, dict) and "ok" in reply:
+            return codec.decode(reply["ok"])
+        if isinstance(reply, dict) and "error" in reply:
+            raise codec.decode_exception(reply["error"])
+        raise ChannelError(f"malformed reply from the server: {str(reply)[:200]}")

@@ -1,0 +1,246 @@
+"""RemoteRunner: a benchmark in a container, handed back as local Python objects.
+
+::
+
+    with RemoteRunner(SigmoidBenchmark().set_seed(42)) as runner:
+        env = runner.get_environment()          # a gymnasium.Env proxy
+        results = runner.run(agent, number_of_episodes=10)
+
+``run`` writes a run folder on the host: ``manifest.json`` (benchmark spec, seeds,
+versions of both sides, runtime, image) and ``episodes.jsonl`` (one line per
+episode, with its steps), plus the server's log.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from dacstyle.benchmarks.spec import Benchmark
+from dacstyle.config import config
+from dacstyle.errors import BenchmarkError
+from dacstyle.runtimes import Bind, Runtime, get_runtime
+
+from ..protocol import versions
+from .proxies import RemoteEnvironment, RemoteObject
+from .server import Server
+
+__all__ = ["RemoteRunner", "RunResults", "to_jsonable"]
+
+log = logging.getLogger(__name__)
+
+
+def to_jsonable(value: Any) -> Any:
+    """A best-effort plain-JSON copy of a value, for logs and manifests."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+@dataclass
+class RunResults:
+    """What ``RemoteRunner.run`` returns: per-episode return, length and wall time."""
+
+    benchmark: str
+    episodes: list[dict[str, Any]]
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def returns(self) -> list[float]:
+        return [float(e["return"]) for e in self.episodes]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [int(e["length"]) for e in self.episodes]
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns)) if self.episodes else float("nan")
+
+    def table(self) -> str:
+        """A plain-text table, one row per episode and a mean row."""
+        rows = [f"{'episode':>7}  {'return':>10}  {'length':>6}  {'wall s':>8}"]
+        for e in self.episodes:
+            rows.append(f"{e['episode']:>7}  {e['return']:>10.4f}  {e['length']:>6}  {e['wall_time_s']:>8.3f}")
+        rows.append(f"{'mean':>7}  {self.mean_return:>10.4f}  {np.mean(self.lengths) if self.episodes else 0:>6.1f}")
+        return "\n".join(rows)
+
+
+class RemoteRunner:
+    """Start a benchmark's server (in its image, through a runtime) and hand back proxies."""
+
+    def __init__(
+        self,
+        benchmark: Benchmark,
+        runtime: str | Runtime | None = None,
+        image: str | Path | None = None,
+        *,
+        binds: Iterable[str | Bind] = (),
+        env: dict[str, str] | None = None,
+        gpu: bool = False,
+        call_timeout: float | None = None,
+        start_timeout: float | None = None,
+        runs_dir: str | Path | None = None,
+    ) -> None:
+        if not isinstance(benchmark, Benchmark):
+            raise BenchmarkError(f"RemoteRunner needs a Benchmark, not {type(benchmark).__name__}")
+        self.benchmark = benchmark
+        self.runtime = get_runtime(runtime or config.runtime)
+        self.image_ref = image if image is not None else benchmark.image
+        self.binds = [b if isinstance(b, Bind) else Bind.parse(b) for b in binds]
+        self.env = dict(env or {})
+        self.gpu = gpu
+        self.call_timeout = call_timeout if call_timeout is not None else config.call_timeout
+        self.start_timeout = start_timeout if start_timeout is not None else config.start_timeout
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else Path(config.runs)
+        self.image: Path | None = None
+        self._server: Server | None = None
+        log.info("RemoteRunner(%s): runtime %s", benchmark.name, self.runtime.name)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> "RemoteRunner":
+        """Resolve the image, start the server and complete the handshake (idempotent)."""
+        if self._server is None:
+            if self.runtime.needs_image:
+                self.image = self._resolve_image()
+            self._server = Server.start(
+                self.runtime,
+                image=self.image,
+                binds=self.binds,
+                env=self.env,
+                gpu=self.gpu,
+                start_timeout=self.start_timeout,
+                call_timeout=self.call_timeout,
+            )
+        return self
+
+    def _resolve_image(self) -> Path:
+        from dacstyle.images import image_for
+
+        return image_for(self.benchmark, self.image_ref)
+
+    @property
+    def server(self) -> Server:
+        """The running server (starts it on first use)."""
+        self.start()
+        assert self._server is not None
+        return self._server
+
+    def close(self) -> None:
+        """Stop the server and remove its run folder; results and logs stay (idempotent)."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+
+    def __enter__(self) -> "RemoteRunner":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- proxies -------------------------------------------------------------------
+    def get_environment(self) -> RemoteEnvironment:
+        """A new gymnasium.Env proxy of the benchmark's environment."""
+        if not self.benchmark.is_environment:
+            raise BenchmarkError(f"{self.benchmark.name!r} serves an object; use get_object()")
+        env = self.server.create(self.benchmark)
+        assert isinstance(env, RemoteEnvironment)
+        return env
+
+    def get_object(self) -> RemoteObject:
+        """A new proxy of the benchmark's object, with exactly its served methods."""
+        if self.benchmark.is_environment:
+            raise BenchmarkError(f"{self.benchmark.name!r} serves an environment; use get_environment()")
+        obj = self.server.create(self.benchmark)
+        assert isinstance(obj, RemoteObject)
+        return obj
+
+    # -- running -------------------------------------------------------------------
+    def run(self, agent: Any, number_of_episodes: int = 1) -> RunResults:
+        """Run ``agent`` for some episodes on a fresh remote environment; log them to a run folder."""
+        from dacstyle.agents import as_agent
+        from dacstyle.agents.loop import run_episodes
+
+        if number_of_episodes < 1:
+            raise ValueError("number_of_episodes must be at least 1")
+        agent = as_agent(agent)
+        folder = self._new_run_folder()
+        env = self.get_environment()
+        started = time.time()
+        manifest = self._manifest(started, number_of_episodes)
+        _write_json(folder / "manifest.json", manifest)
+        steps: list[dict[str, Any]] = []
+
+        def on_step(episode: int, t: int, action: Any, reward: Any, terminated: bool, truncated: bool, info: Any) -> None:
+            steps.append({"t": t, "action": to_jsonable(action), "reward": to_jsonable(reward),
+                          "terminated": bool(terminated), "truncated": bool(truncated), "info": to_jsonable(info)})
+
+        episodes: list[dict[str, Any]] = []
+        try:
+            with open(folder / "episodes.jsonl", "w") as log_file:
+                for record in run_episodes(env, agent, number_of_episodes, seed=self.benchmark.seed, on_step=on_step):
+                    record = {**to_jsonable(record), "steps": steps[:]}
+                    steps.clear()
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                    episodes.append(record)
+        finally:
+            env.close()
+            manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+            manifest["episodes_completed"] = len(episodes)
+            _write_json(folder / "manifest.json", manifest)
+            self._copy_server_log(folder)
+        summary = [{k: v for k, v in e.items() if k != "steps"} for e in episodes]
+        return RunResults(self.benchmark.name, summary, folder)
+
+    def _new_run_folder(self) -> Path:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = self.runs_dir / f"{self.benchmark.name}-{stamp}-{secrets.token_hex(2)}"
+        folder.mkdir(parents=True, exist_ok=False)
+        return folder
+
+    def _manifest(self, started: float, episodes: int) -> dict[str, Any]:
+        image = None
+        if self.image is not None:
+            from dacstyle.images import describe_image
+
+            image = describe_image(self.image)
+        return {
+            "benchmark": json.loads(self.benchmark.to_json()),
+            "seed": self.benchmark.seed,
+            "episodes_requested": episodes,
+            "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(),
+            "runtime": self.runtime.describe(),
+            "image": image,
+            "host": versions(),
+            "server": self.server.hello,
+            "config": to_jsonable({k: str(v) if isinstance(v, Path) else v for k, v in config.as_dict().items()}),
+        }
+
+    def _copy_server_log(self, folder: Path) -> None:
+        if self._server is not None and self._server.run.log_path.exists():
+            shutil.copyfile(self._server.run.log_path, folder / "server.log")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,5 @@
+"""``python -m dacstyle.cli``."""
+
+from . import main
+
+raise SystemExit(main())

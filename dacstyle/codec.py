@@ -1,0 +1,232 @@
+"""The one codec between host and server: Python values <-> plain JSON trees.
+
+:func:`encode` turns a value into dicts, lists, strings, numbers, booleans and
+None that Pyro5's JSON serializer writes once; :func:`decode` rebuilds the value.
+Nothing is pickled and nothing is imported while decoding. Tagged forms (a dict
+with one ``"__tag__"`` key):
+
+=============  ==================================================================
+``__nd__``     numpy array: ``[descr, shape, base64 bytes]`` (dtype and bits exact)
+``__np__``     numpy scalar: ``[descr, base64 bytes]``
+``__tuple__``  tuple (named tuples other than GraphInstance become tuples)
+``__bytes__``  bytes, base64
+``__map__``    dict with non-string keys, or a key that looks like a tag
+``__space__``  a gymnasium space, rebuilt as the real space class
+``__graph__``  a gymnasium GraphInstance
+``__exc__``    an exception: type name, args, message and remote traceback
+=============  ==================================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import sys
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+from gymnasium import spaces
+
+from . import errors
+
+__all__ = ["encode", "decode", "encode_exception", "decode_exception"]
+
+_TAGS = frozenset({"__nd__", "__np__", "__tuple__", "__bytes__", "__map__", "__space__", "__graph__", "__exc__"})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def _dtype_descr(dtype: np.dtype) -> Any:
+    return np.lib.format.dtype_to_descr(dtype)
+
+
+def _dtype_from(descr: Any) -> np.dtype:
+    if isinstance(descr, list):  # structured dtype: JSON turned its tuples into lists
+        descr = [tuple(_dtype_from_field(f)) for f in descr]
+    return np.lib.format.descr_to_dtype(descr)
+
+
+def _dtype_from_field(field: list) -> list:
+    name, sub, *shape = field
+    if isinstance(sub, list):
+        sub = [tuple(_dtype_from_field(f)) for f in sub]
+    return [name, sub, *(tuple(s) for s in shape)]
+
+
+# -- encoding -------------------------------------------------------------------------
+def encode(value: Any) -> Any:
+    """Turn ``value`` into a JSON tree; raises TypeError for what cannot travel."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:
+            raise TypeError("numpy arrays of dtype object cannot be sent; convert them to lists")
+        array = np.ascontiguousarray(value)
+        return {"__nd__": [_dtype_descr(array.dtype), list(array.shape), _b64(array.tobytes())]}
+    if isinstance(value, np.generic):
+        if isinstance(value, np.object_):
+            raise TypeError("numpy object scalars cannot be sent")
+        return {"__np__": [_dtype_descr(value.dtype), _b64(value.tobytes())]}
+    if isinstance(value, dict):
+        if all(type(k) is str for k in value) and not (len(value) == 1 and next(iter(value)) in _TAGS):
+            return {k: encode(v) for k, v in value.items()}
+        return {"__map__": [[encode(k), encode(v)] for k, v in value.items()]}
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, spaces.GraphInstance):
+        return {"__graph__": [encode(value.nodes), encode(value.edges), encode(value.edge_links)]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [encode(v) for v in value]}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"__bytes__": _b64(bytes(value))}
+    for base in (int, float, str):  # subclasses such as IntEnum travel as their base
+        if isinstance(value, base):
+            return base(value)
+    if isinstance(value, spaces.Space):
+        return {"__space__": _encode_space(value)}
+    if isinstance(value, BaseException):
+        return {"__exc__": encode_exception(value)}
+    raise TypeError(f"cannot send a value of type {type(value).__module__}.{type(value).__qualname__}")
+
+
+def _encode_space(space: spaces.Space) -> dict[str, Any]:
+    kind = type(space).__name__
+    if isinstance(space, spaces.Box):
+        return {"type": "Box", "low": encode(space.low), "high": encode(space.high), "dtype": _dtype_descr(space.dtype)}
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start), "dtype": _dtype_descr(space.dtype)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": encode(space.nvec), "start": encode(space.start),
+                "dtype": _dtype_descr(space.dtype)}
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": encode(space.n)}
+    if isinstance(space, spaces.Text):
+        return {"type": "Text", "max_length": space.max_length, "min_length": space.min_length,
+                "charset": space.characters}
+    if isinstance(space, spaces.Tuple):
+        return {"type": "Tuple", "spaces": [_encode_space(s) for s in space.spaces]}
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "spaces": [[k, _encode_space(s)] for k, s in space.spaces.items()]}
+    if isinstance(space, spaces.Sequence):
+        return {"type": "Sequence", "space": _encode_space(space.feature_space), "stack": space.stack}
+    if isinstance(space, spaces.Graph):
+        edge = None if space.edge_space is None else _encode_space(space.edge_space)
+        return {"type": "Graph", "node_space": _encode_space(space.node_space), "edge_space": edge}
+    if isinstance(space, spaces.OneOf):
+        return {"type": "OneOf", "spaces": [_encode_space(s) for s in space.spaces]}
+    raise TypeError(f"cannot send a gymnasium space of type {kind}")
+
+
+def encode_exception(exc: BaseException) -> dict[str, Any]:
+    """An exception as data: its type's qualified name, args, message and traceback."""
+    cls = type(exc)
+    tb = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    try:
+        args = encode(list(exc.args))
+    except TypeError:
+        args = [str(a) for a in exc.args]
+    return {"module": cls.__module__, "name": cls.__qualname__, "args": args, "message": str(exc), "traceback": tb}
+
+
+# -- decoding -------------------------------------------------------------------------
+def decode(tree: Any) -> Any:
+    """Rebuild the value :func:`encode` turned into ``tree``."""
+    if isinstance(tree, dict):
+        if len(tree) == 1:
+            tag, body = next(iter(tree.items()))
+            handler = _DECODERS.get(tag)
+            if handler is not None:
+                return handler(body)
+        return {k: decode(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [decode(v) for v in tree]
+    return tree
+
+
+def _decode_nd(body: list) -> np.ndarray:
+    descr, shape, data = body
+    dtype = _dtype_from(descr)
+    return np.frombuffer(_unb64(data), dtype=dtype).reshape(shape).copy()
+
+
+def _decode_np(body: list) -> np.generic:
+    descr, data = body
+    return np.frombuffer(_unb64(data), dtype=_dtype_from(descr))[0]
+
+
+def _decode_space(body: dict[str, Any]) -> spaces.Space:
+    kind = body["type"]
+    if kind == "Box":
+        return spaces.Box(low=decode(body["low"]), high=decode(body["high"]), dtype=_dtype_from(body["dtype"]))
+    if kind == "Discrete":
+        return spaces.Discrete(body["n"], start=body["start"], dtype=_dtype_from(body["dtype"]))
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(decode(body["nvec"]), dtype=_dtype_from(body["dtype"]), start=decode(body["start"]))
+    if kind == "MultiBinary":
+        return spaces.MultiBinary(decode(body["n"]))
+    if kind == "Text":
+        return spaces.Text(body["max_length"], min_length=body["min_length"], charset=body["charset"])
+    if kind == "Tuple":
+        return spaces.Tuple([_decode_space(s) for s in body["spaces"]])
+    if kind == "Dict":
+        return spaces.Dict({k: _decode_space(s) for k, s in body["spaces"]})
+    if kind == "Sequence":
+        return spaces.Sequence(_decode_space(body["space"]), stack=body["stack"])
+    if kind == "Graph":
+        edge = None if body["edge_space"] is None else _decode_space(body["edge_space"])
+        return spaces.Graph(_decode_space(body["node_space"]), edge)
+    if kind == "OneOf":
+        return spaces.OneOf([_decode_space(s) for s in body["spaces"]])
+    raise TypeError(f"unknown gymnasium space type {kind!r}")
+
+
+def decode_exception(body: dict[str, Any]) -> BaseException:
+    """Rebuild a remote exception as its own type when the host has already imported it.
+
+    Only modules already in ``sys.modules`` are searched: decoding never imports.
+    Unknown types, and types whose constructor rejects the args, become
+    :class:`~dacstyle.errors.RemoteError`. ``remote_traceback`` is set either way.
+    """
+    module, name, message, tb = body.get("module"), body.get("name"), body.get("message", ""), body.get("traceback")
+    args = decode(body.get("args", []))
+    cls: Any = sys.modules.get(module) if isinstance(module, str) else None
+    for part in (name or "").split(".") if cls is not None else ():
+        cls = getattr(cls, part, None)
+    exc: BaseException | None = None
+    if isinstance(cls, type) and issubclass(cls, Exception) and cls is not builtins.BaseException:
+        try:
+            exc = cls(*args)
+        except Exception:
+            exc = None
+    if exc is None:
+        exc = errors.RemoteError(message, remote_type=f"{module}.{name}", remote_traceback=tb)
+    try:
+        exc.remote_traceback = tb  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    if tb:
+        exc.add_note(f"--- remote traceback ---\n{tb.rstrip()}")
+    return exc
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "__nd__": _decode_nd,
+    "__np__": _decode_np,
+    "__tuple__": lambda body: tuple(decode(v) for v in body),
+    "__bytes__": _unb64,
+    "__map__": lambda body: {_hashable(decode(k)): decode(v) for k, v in body},
+    "__space__": _decode_space,
+    "__graph__": lambda body: spaces.GraphInstance(*(decode(v) for v in body)),
+    "__exc__": decode_exception,
+}
+
+
+def _hashable(key: Any) -> Any:
+    return key.item() if isinstance(key, np.generic) else key

@@ -1,0 +1,50 @@
+"""The ``process`` runtime: the server as a plain subprocess of this interpreter.
+
+Same entry point and protocol as the container runtimes, no isolation at all:
+for laptops without a container system, teaching and debugging.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+from ..errors import IsolationWarning
+from .base import LaunchSpec, Runtime
+
+__all__ = ["ProcessRuntime"]
+
+
+class ProcessRuntime(Runtime):
+    """Run the server with ``sys.executable``; nothing is isolated."""
+
+    name = "process"
+    isolated = False
+    needs_image = False
+
+    @classmethod
+    def available(cls) -> bool:
+        return True
+
+    def run_dir_inside(self, spec: LaunchSpec) -> str:
+        return str(spec.run.path / "host")
+
+    def agent_dir_inside(self, spec: LaunchSpec) -> str:
+        return str(spec.run.path / "agent")
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        return [sys.executable, *self.server_args(spec)]
+
+    def prepare(self, spec: LaunchSpec) -> list:
+        ignored = " (the image and binds are ignored)" if spec.image is not None or spec.binds else ""
+        warnings.warn(
+            f"runtime 'process' isolates nothing: the benchmark runs as a plain subprocess of this "
+            f"Python environment{ignored}",
+            IsolationWarning,
+            stacklevel=2,
+        )
+        return []
+
+    def host_env(self, spec: LaunchSpec) -> dict[str, str]:
+        return {**os.environ, **spec.env}

@@ -1,0 +1,162 @@
+"""Private per-run folders on the host, and cleanup of what a killed host left.
+
+A run folder is created 0700 under ``$XDG_RUNTIME_DIR/dacstyle`` or
+``/tmp/dacstyle-$UID`` with a short random name (Unix socket paths must stay
+under 108 bytes). Layout::
+
+    RUN/host/          token (0600) and server.sock; bound into the container
+    RUN/agent/         agent token and agent.sock (only for an agent endpoint)
+    RUN/server.log     the server's stderr (host side only)
+    RUN/owner.json     host pid, server pid, mounts: what ``cleanup`` needs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunDir", "runs_root", "cleanup_stale"]
+
+
+def runs_root() -> Path:
+    """The per-user folder that holds run folders (created 0700, ownership checked)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base) and os.access(base, os.W_OK):
+        root = Path(base) / "dacstyle"
+    else:
+        root = Path(tempfile.gettempdir()) / f"dacstyle-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise PermissionError(f"{root} is not a folder owned by you; refusing to use it")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(root, 0o700)
+    return root
+
+
+@dataclass
+class RunDir:
+    """One run's private folder with its tokens, sockets, log and owner record."""
+
+    path: Path
+    owner: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, root: Path | None = None, agent: bool = False) -> "RunDir":
+        """Make a new run folder with fresh random tokens."""
+        root = root or runs_root()
+        path = root / secrets.token_hex(4)
+        path.mkdir(mode=0o700)
+        run = cls(path)
+        for side in ("host", "agent") if agent else ("host",):
+            (path / side).mkdir(mode=0o700)
+            fd = os.open(path / side / "token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+        run.record(host_pid=os.getpid(), mounts=[])
+        return run
+
+    @property
+    def has_agent(self) -> bool:
+        return (self.path / "agent").is_dir()
+
+    def token(self, side: str = "host") -> str:
+        """The token of one endpoint (read from its 0600 file)."""
+        return (self.path / side / "token").read_text().strip()
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "server.log"
+
+    def record(self, **fields: Any) -> None:
+        """Update owner.json atomically (what cleanup reads after a crash)."""
+        self.owner.update(fields)
+        tmp = self.path / "owner.json.tmp"
+        tmp.write_text(json.dumps(self.owner))
+        os.replace(tmp, self.path / "owner.json")
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        """The last part of the server's stderr."""
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - max_bytes))
+                return handle.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+    def remove(self) -> None:
+        """Delete the folder and everything in it."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _belongs_to(pid: int, run: Path) -> bool:
+    """True when pid's command line mentions the run folder (guards against pid reuse)."""
+    try:
+        return str(run).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def unmount(mountpoint: str) -> None:
+    """Unmount a FUSE mount, lazily if it is busy; missing mounts are ignored."""
+    for argv in (["fusermount3", "-u", mountpoint], ["fusermount3", "-uz", mountpoint], ["umount", "-l", mountpoint]):
+        if not os.path.ismount(mountpoint):
+            return
+        if shutil.which(argv[0]):
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def cleanup_stale(root: Path | None = None, force: bool = False) -> list[str]:
+    """Remove runs whose host process is gone: kill servers, unmount, delete folders.
+
+    Returns one line per thing removed. ``force`` also removes runs whose host is
+    alive (use only when no dacstyle run is in progress).
+    """
+    root = root or runs_root()
+    done: list[str] = []
+    for run in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            owner = json.loads((run / "owner.json").read_text())
+        except (OSError, ValueError):
+            owner = {}
+        if _alive(owner.get("host_pid")) and owner.get("host_pid") != os.getpid() and not force:
+            continue
+        server = owner.get("server_pid")
+        if server and _alive(server) and _belongs_to(server, run):
+            try:
+                os.killpg(server, signal.SIGKILL) if owner.get("server_pgid") == server else os.kill(server, signal.SIGKILL)
+                done.append(f"killed server process {server}")
+            except ProcessLookupError:
+                pass
+        for mount in owner.get("mounts", []):
+            if os.path.ismount(mount):
+                unmount(mount)
+                done.append(f"unmounted {mount}")
+        shutil.rmtree(run, ignore_errors=True)
+        done.append(f"removed {run}")
+    return done
