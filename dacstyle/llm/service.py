@@ -1,0 +1,217 @@
+"""Start an OpenAI-compatible model server (vLLM) as a service and wait until it is ready.
+
+The API key: ``vllm serve`` accepts ``--api-key KEY`` on its command line, but
+anything on a command line is visible to every process on the node
+(``/proc/PID/cmdline``, ``ps``), including agent code. vLLM also reads the key
+from the ``VLLM_API_KEY`` environment variable (see vLLM's "Environment
+Variables" page and its security guide), and an environment is readable only
+by the same user. So :func:`vllm_command` puts a random key (``secrets``) in the
+environment and keeps it off the argv unless asked. vLLM checks the key only on
+``/v1``-style routes and binds every interface unless ``--host`` is given:
+always give the node's address (``--host``), never ``0.0.0.0`` on shared nodes.
+
+:class:`LLMService` starts any such command (vLLM, or the fake server in
+tests), waits for readiness on ``GET /v1/models`` with the key, checking that
+the process is still alive, with one deadline, and raises
+:class:`~dacstyle.errors.ServerStartError` with the tail of its output on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import requests
+
+from ..errors import ServerStartError
+from .client import OpenAIClient
+
+__all__ = ["LLMService", "generate_api_key", "vllm_command", "node_address", "free_port"]
+
+_TAIL_BYTES = 4000
+
+
+def generate_api_key() -> str:
+    """A fresh random API key."""
+    return secrets.token_urlsafe(32)
+
+
+def node_address() -> str:
+    """This node's address as other nodes reach it (falls back to 127.0.0.1)."""
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+    return address
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def vllm_command(
+    model: str,
+    host: str,
+    port: int,
+    api_key: str,
+    *,
+    extra_args: Sequence[str] = (),
+    executable: str = "vllm",
+    key_in_argv: bool = False,
+) -> tuple[list[str], dict[str, str]]:
+    """``(argv, extra_env)`` for ``vllm serve MODEL --host H --port P``.
+
+    The key goes into ``extra_env["VLLM_API_KEY"]``; only with ``key_in_argv``
+    is ``--api-key KEY`` added to the argv (visible to every process on the node).
+    """
+    argv = [executable, "serve", model, "--host", host, "--port", str(int(port)), *extra_args]
+    if key_in_argv:
+        argv += ["--api-key", api_key]
+        return argv, {}
+    return argv, {"VLLM_API_KEY": api_key}
+
+
+class LLMService:
+    """A model server process bound to ``host:port``, ready when ``/v1/models`` answers."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        host: str,
+        port: int,
+        api_key: str,
+        env: dict[str, str] | None = None,
+        start_timeout: float = 900.0,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.argv = list(argv)
+        self.host = host
+        self.port = int(port)
+        self.api_key = api_key
+        self.env = {**os.environ, **(env or {})}
+        self.start_timeout = float(start_timeout)
+        self.poll_interval = float(poll_interval)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._log_path: Path | None = None
+
+    def __repr__(self) -> str:  # no key
+        return f"LLMService({self.argv[:3]!r}..., url={self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """The API base, ``http://HOST:PORT/v1``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def client(self, model: str | None = None, **kwargs: object) -> OpenAIClient:
+        """An :class:`OpenAIClient` for this service, with its key."""
+        return OpenAIClient(self.url, model=model, api_key=self.api_key, **kwargs)  # type: ignore[arg-type]
+
+    def start(self) -> "LLMService":
+        """Start the process and wait until it is ready; returns self."""
+        if self.process is not None:
+            raise ServerStartError("the service is already started")
+        self._log_dir = tempfile.TemporaryDirectory(prefix="dacstyle-llm-")
+        self._log_path = Path(self._log_dir.name) / "server.log"
+        with self._log_path.open("wb") as log:
+            try:
+                self.process = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                self._cleanup_logs()
+                raise ServerStartError(f"cannot start {self.argv[0]!r}: {exc}") from exc
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> None:
+        """Poll ``GET /v1/models`` until it answers 200, the process dies, or the deadline passes."""
+        assert self.process is not None
+        deadline = time.monotonic() + self.start_timeout
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        last = "no answer yet"
+        with requests.Session() as session:
+            session.trust_env = False
+            while True:
+                code = self.process.poll()
+                if code is not None:
+                    raise ServerStartError(f"{self.argv[0]} exited with status {code} before it was ready", self.output_tail())
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ServerStartError(
+                        f"{self.argv[0]} was not ready on {self.url} within {self.start_timeout:g} s ({last})",
+                        self.output_tail(),
+                    )
+                try:
+                    answer = session.get(self.url + "/models", headers=headers, timeout=min(5.0, max(remaining, 0.1)))
+                except requests.RequestException as exc:
+                    last = type(exc).__name__
+                else:
+                    if answer.status_code == 200:
+                        return
+                    if answer.status_code in (401, 403):
+                        raise ServerStartError(f"{self.url} refused the API key (HTTP {answer.status_code})", self.output_tail())
+                    last = f"HTTP {answer.status_code}"
+                try:  # wait for the process or the next poll, whichever comes first
+                    self.process.wait(timeout=min(self.poll_interval, max(deadline - time.monotonic(), 0.0)))
+                except subprocess.TimeoutExpired:
+                    pass
+
+    def output_tail(self) -> str:
+        """The last few KB of the server's stdout and stderr."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        with self._log_path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(handle.tell() - _TAIL_BYTES, 0))
+            return handle.read().decode("utf-8", errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL after ``timeout``; remove the log."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc is not None and proc.poll() is None:
+            proc.wait(timeout=5.0)
+        self._cleanup_logs()
+
+    def _cleanup_logs(self) -> None:
+        if self._log_dir is not None:
+            self._log_dir.cleanup()
+            self._log_dir = None
+
+    def __enter__(self) -> "LLMService":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
