@@ -314,6 +314,71 @@ class Registry:
         self._log.close()
 
 
+# -- pytest fixtures (imported by the test_images_* modules) ---------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def images_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A clean dacstyle config whose image cache is a fresh folder; yields the ImageCache."""
+    from dacstyle.config import config
+    from dacstyle.images import ImageCache
+
+    for name in list(os.environ):
+        if name.startswith("DACSTYLE_"):
+            monkeypatch.delenv(name)
+    config.reset(False)
+    config.cache = tmp_path / "cache"
+    config.progress = "never"
+    try:
+        yield ImageCache(config.cache)
+    finally:
+        config.reset(False)
+
+
+@pytest.fixture
+def sif_file() -> Path:
+    """The reference implementation's small one-group SIF (read-only)."""
+    if not ONE_GROUP_SIF.exists():
+        pytest.skip(f"SIF test vectors not found at {SIF_TESTDATA}")
+    return ONE_GROUP_SIF
+
+
+@pytest.fixture
+def big_sif(tmp_path: Path, sif_file: Path) -> Path:
+    """A valid 6 MiB SIF (several 1 MiB chunks, so transfers can break in the middle)."""
+    return make_sif(tmp_path / "big.sif", 6 << 20)
+
+
+@pytest.fixture
+def file_server():
+    """A running threaded loopback FileServer; stopped at teardown."""
+    server = FileServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    """A real OCI registry (Debian's docker-registry) on 127.0.0.1; killed at teardown."""
+    if shutil.which(Registry.BINARY) is None:
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    server = Registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def fast_retry(attempts: int = 3):
+    """A RetryPolicy with millisecond backoff."""
+    from dacstyle.images import RetryPolicy
+
+    return RetryPolicy(attempts=attempts, backoff=0.001, max_backoff=0.01, timeout=10)
+
+
 def _main() -> None:
     parser = argparse.ArgumentParser(description="loopback file server for dacstyle tests")
     parser.add_argument("cmd", choices=["serve"])
