@@ -277,13 +277,13 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             raw = f.read(HEADER_SIZE)
-            if len(raw) < HEADER_SIZE:
-                raise ImageFormatError(f"{p}: truncated at byte {len(raw)}: "
-                                       f"a SIF header needs {HEADER_SIZE} bytes")
-            header = Header.parse(raw)
-            if raw[32:42] != MAGIC:
+            if len(raw) >= 42 and raw[32:42] != MAGIC:
                 raise ImageFormatError(f"{p}: bad magic {raw[32:42]!r}, "
                                        "expected 'SIF_MAGIC' (not a SIF file)")
+            if len(raw) < HEADER_SIZE:
+                raise ImageFormatError(f"{p}: truncated at byte {len(raw)}: a SIF header "
+                                       f"needs {HEADER_SIZE} bytes (not a SIF file?)")
+            header = Header.parse(raw)
             if raw[42:45] != VERSION:
                 raise ImageFormatError(f"{p}: unsupported SIF version {header.version!r}")
             if header.descriptors_total < 0 or header.descriptors_offset < HEADER_SIZE:

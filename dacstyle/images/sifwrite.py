@@ -1,10 +1,10 @@
 """Write SIF files the way the reference implementation (sylabs/sif) does.
 
 Header at 0, a table of 48 descriptors at 4096, data from the end of the table
-on; each object starts at the next multiple of its alignment (4096, the page
-size, by default) and the padding before it counts in its
-``size_with_padding``. Written with the same inputs and a deterministic
-time/id, the result is byte-identical to the reference implementation's output.
+on; a partition starts at the next multiple of 4096 (the page size), the
+padding before it counting in its ``size_with_padding``; other objects follow
+each other unaligned. Written with the same inputs and a deterministic time/id,
+the result is byte-identical to the reference implementation's output.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class ObjectInput:
     group_id: int = 1          # 0: no group
     link: int = 0
     link_is_group: bool = False
-    alignment: int = 4096
+    alignment: int | None = None  # default: 4096 (page) for partitions, none otherwise
     extra: bytes = b""
 
 
@@ -94,7 +94,9 @@ def write_sif(out: str | os.PathLike[str], objects: list[ObjectInput], *,
                     raise ImageError(f"unknown SIF data type {obj.data_type!r}")
                 if len(obj.extra) > 384 or len(obj.name.encode()) > 128:
                     raise ImageError(f"object {i + 1}: name or extra field too long")
-                offset = _aligned(end, obj.alignment)
+                align = obj.alignment if obj.alignment is not None else (
+                    4096 if obj.data_type == "partition" else 1)
+                offset = _aligned(end, align)
                 f.seek(offset)
                 size = _copy_content(obj.content, f)
                 if obj.data_type == "partition" and obj.extra[4:8] == struct.pack("<i", 2):
