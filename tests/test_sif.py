@@ -262,3 +262,23 @@ def test_writer_reproduces_reference_images_byte_for_byte(tmp_path):
     assert out.read_bytes() == (IMAGES / "empty.sif").read_bytes()
     out = write_sif(tmp_path / "j.sif", [ObjectInput("generic-json", b"{}", name="data.json")], **det)
     assert out.read_bytes() == (IMAGES / "one-object-generic-json.sif").read_bytes()
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+def test_cli_inspect_json(capsys):
+    import argparse
+
+    from dacstyle.cli.sif import register
+
+    parser = argparse.ArgumentParser(prog="dacstyle")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["inspect", str(IMAGES / "one-group-signed-dsse.sif"), "--json",
+                              "--key", str(TESTDATA / "keys" / "ed25519-public.pem")])
+    assert args.func(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [o["data_type"] for o in info["objects"]] == ["partition", "partition", "signature"]
+    assert info["signatures"][0]["authenticated"] and info["signatures"][0]["integrity_ok"]
+    args = parser.parse_args(["inspect", str(IMAGES / "two-groups-signed-pgp.sif")])
+    assert args.func(args) == 0
+    assert "signature 5 (pgp, group 2): integrity ok, signer not checked" in capsys.readouterr().out
