@@ -55,14 +55,24 @@ def _read_path(raw: Any, root: Path | None, limit: int) -> bytes:
         fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise _fail("bad_path", "the submission file cannot be opened") from exc
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise _fail("bad_path", "the submission is not a regular file")
         if info.st_size > limit:
             raise _fail("too_large", f"the submission is larger than {limit} bytes")
-        data = handle.read(limit + 1)
-    return data
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise _fail("bad_path", "the submission file cannot be read") from exc
+    finally:
+        os.close(fd)
 
 
 def submission_text(submission: Any, root: Path | None = None, limit: int = MAX_SUBMISSION_BYTES) -> str:
