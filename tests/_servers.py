@@ -126,6 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         count = end - start + 1
         if fault == "gate":
+            owner.gated.set()
             owner.gate.wait(60)
         limit = count
         if fault and fault.split(":")[0] in ("truncate", "stall"):
@@ -164,6 +165,7 @@ class FileServer:
         self.requests: list[dict] = []
         self.log_file = log_file
         self.gate = threading.Event()
+        self.gated = threading.Event()  # set when a 'gate' request is parked
         self.stall_release = threading.Event()
         self._lock = threading.Lock()
         self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
