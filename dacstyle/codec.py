@@ -68,8 +68,7 @@ def encode(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
             raise TypeError("numpy arrays of dtype object cannot be sent; convert them to lists")
-        array = np.ascontiguousarray(value)
-        return {"__nd__": [_dtype_descr(array.dtype), list(array.shape), _b64(array.tobytes())]}
+        return {"__nd__": [_dtype_descr(value.dtype), list(value.shape), _b64(value.tobytes())]}  # C order
     if isinstance(value, np.generic):
         if isinstance(value, np.object_):
             raise TypeError("numpy object scalars cannot be sent")
@@ -153,7 +152,7 @@ def decode(tree: Any) -> Any:
 def _decode_nd(body: list) -> np.ndarray:
     descr, shape, data = body
     dtype = _dtype_from(descr)
-    return np.frombuffer(_unb64(data), dtype=dtype).reshape(shape).copy()
+    return np.frombuffer(_unb64(data), dtype=dtype).reshape(tuple(shape)).copy()
 
 
 def _decode_np(body: list) -> np.generic:

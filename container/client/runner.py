@@ -177,7 +177,7 @@ class RemoteRunner:
     def run(self, agent: Any, number_of_episodes: int = 1) -> RunResults:
         """Run ``agent`` for some episodes on a fresh remote environment; log them to a run folder."""
         from dacstyle.agents import as_agent
-        from dacstyle.agents.loop import run_episodes
+        from dacstyle.agents.loop import iter_episodes
 
         if number_of_episodes < 1:
             raise ValueError("number_of_episodes must be at least 1")
@@ -196,7 +196,7 @@ class RemoteRunner:
         episodes: list[dict[str, Any]] = []
         try:
             with open(folder / "episodes.jsonl", "w") as log_file:
-                for record in run_episodes(env, agent, number_of_episodes, seed=self.benchmark.seed, on_step=on_step):
+                for record in iter_episodes(env, agent, number_of_episodes, seed=self.benchmark.seed, on_step=on_step):
                     record = {**to_jsonable(record), "steps": steps[:]}
                     steps.clear()
                     log_file.write(json.dumps(record) + "\n")

@@ -166,7 +166,9 @@ class Runtime(abc.ABC):
     def server_args(self, spec: LaunchSpec) -> list[str]:
         """The server's own arguments, with paths as the server sees them."""
         inside = self.run_dir_inside(spec)
-        args = ["-m", SERVER_MODULE, "--token-file", f"{inside}/token"]
+        from ..config import config
+
+        args = ["-m", SERVER_MODULE, "--token-file", f"{inside}/token", "--max-message-size", str(config.max_message_size)]
         args += ["--tcp", spec.tcp] if spec.tcp else ["--socket", f"{inside}/server.sock"]
         if spec.run.has_agent:
             agent = self.agent_dir_inside(spec)

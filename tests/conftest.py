@@ -1,0 +1,68 @@
+"""Shared fixtures: a clean configuration, a private runs root, leak checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dacstyle.config import config
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SIF_TESTDATA = SHARED / "sif-testdata"
+
+
+@pytest.fixture(autouse=True)
+def clean_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Isolate every test from the caller's DACSTYLE_* settings and folders."""
+    for name in list(os.environ):
+        if name.startswith("DACSTYLE_"):
+            monkeypatch.delenv(name)
+    config.reset(use_environment=False)
+    config.runs = tmp_path / "runs"
+    config.cache = tmp_path / "cache"
+    yield
+    config.reset(use_environment=False)
+
+
+@pytest.fixture(autouse=True)
+def runs_root(monkeypatch: pytest.MonkeyPatch):
+    """A short private XDG_RUNTIME_DIR (socket paths must stay under 108 bytes)."""
+    root = Path(tempfile.mkdtemp(prefix="dx-", dir="/tmp"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(root))
+    yield root / "dacstyle"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def run_folders(root: Path) -> list[Path]:
+    """Run folders left under a runs root."""
+    return sorted(p for p in root.iterdir()) if root.exists() else []
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) children of this test process."""
+    me = str(os.getpid())
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[1] == me and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def no_leftovers(runs_root: Path):
+    """Fail the test if it leaves run folders or child processes behind."""
+    before = child_pids()
+    yield
+    assert run_folders(runs_root) == [], "run folders left behind"
+    assert child_pids() - before == set(), "child processes left behind"

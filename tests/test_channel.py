@@ -1,0 +1,249 @@
+"""The channel under attack and under failure: tokens, serializers, frames, timeouts, deaths."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from Pyro5 import errors as pyro_errors
+from Pyro5.client import Proxy
+
+from dacstyle import errors
+from dacstyle.config import config
+from dacstyle.container.client import RemoteRunner, Server
+from dacstyle.container.client.channel import uri_for
+from dacstyle.container.protocol import CONTROL_OBJECT
+from dacstyle.runtimes import get_runtime
+from dacstyle.runtimes.process import ProcessRuntime
+from dacstyle.benchmarks import SigmoidBenchmark
+from dacstyle.testing import probe_benchmark
+
+from conftest import child_pids
+
+
+@pytest.fixture
+def probe(no_leftovers):
+    with RemoteRunner(probe_benchmark("t"), runtime="process", call_timeout=10) as runner:
+        yield runner, runner.get_object()
+
+
+def socket_path(runner: RemoteRunner) -> str:
+    return str(runner.server.run.path / "host" / "server.sock")
+
+
+def test_hello_reports_both_sides_versions(probe):
+    runner, _ = probe
+    hello = runner.server.hello
+    for key in ("protocol", "dacstyle", "python", "numpy", "gymnasium", "pyro5", "pid"):
+        assert key in hello
+    assert hello["pid"] == runner.server.process.pid
+
+
+def test_proxy_has_exactly_the_served_methods(probe):
+    _, obj = probe
+    public = {name for name in dir(obj) if not name.startswith("_")}
+    assert public == {"echo", "sleep", "fail", "crash", "whereami", "read_file", "list_dir", "environment",
+                      "set_timeout", "release"}
+    value = {"a": np.arange(6, dtype=np.int16).reshape(2, 3), "b": (1, b"\x00\xff")}
+    back = obj.echo(value)
+    assert back["a"].dtype == np.int16 and back["a"].tolist() == value["a"].tolist() and back["b"] == value["b"]
+
+
+def test_methods_outside_the_list_are_refused_by_the_server(probe):
+    runner, obj = probe
+    with pytest.raises(AttributeError, match="not served"):
+        obj._remote.call("__init__")
+    with pytest.raises(AttributeError, match="not served"):
+        obj._remote.call("tag")
+
+
+def test_benchmark_exception_arrives_as_same_type_with_remote_traceback(probe):
+    _, obj = probe
+    with pytest.raises(KeyError) as info:
+        obj.fail("KeyError", "no such key")
+    assert "Probe.fail" in info.value.remote_traceback or "in fail" in info.value.remote_traceback
+    with pytest.raises(ZeroDivisionError):
+        obj.fail("ZeroDivisionError", "x")
+    assert obj.echo(5) == 5  # still serving
+
+
+def test_hanging_call_times_out_and_the_object_stays_usable(probe):
+    _, obj = probe
+    obj.set_timeout(0.5, "sleep")
+    started = time.monotonic()
+    with pytest.raises(errors.CallTimeoutError):
+        obj.sleep(2)
+    assert time.monotonic() - started < 2.0
+    assert obj.echo("after") == "after"
+
+
+def test_server_killed_mid_episode_raises_within_one_second(no_leftovers):
+    bench = SigmoidBenchmark().set_seed(0)
+    with RemoteRunner(bench, runtime="process") as runner:
+        env = runner.get_environment()
+        env.reset()
+        env.step(env.action_space.sample())
+        os.kill(runner.server.process.pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(errors.ServerDiedError):
+            env.step(env.action_space.sample())
+        assert time.monotonic() - started < 1.0
+
+
+def test_server_crash_carries_stderr_tail(no_leftovers):
+    with RemoteRunner(probe_benchmark(), runtime="process") as runner:
+        obj = runner.get_object()
+        obj.environment()  # connected
+        with pytest.raises(errors.ServerDiedError):
+            obj.crash(7)
+
+
+HOST_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from dacstyle.container.client import RemoteRunner
+    from dacstyle.testing import probe_benchmark
+    runner = RemoteRunner(probe_benchmark(), runtime="process").start()
+    print(runner.server.process.pid, runner.server.run.path, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_host_killed_with_sigkill_takes_its_server_down_within_two_seconds(runs_root):
+    host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT], stdout=subprocess.PIPE, text=True)
+    try:
+        line = host.stdout.readline()
+        server_pid, run_path = int(line.split()[0]), line.split()[1]
+        assert not _gone(server_pid)
+        host.kill()
+        host.wait(5)
+        deadline = time.monotonic() + 2.0
+        while not _gone(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _gone(server_pid), "server outlived its host by more than 2 s"
+        # what the killed host left (its run folder) is removed by cleanup
+        from dacstyle.runtimes.rundir import cleanup_stale
+
+        done = cleanup_stale()
+        assert any(run_path in line for line in done)
+        assert not os.path.exists(run_path)
+    finally:
+        host.kill()
+        host.wait(5)
+
+
+def test_wrong_token_is_refused_and_server_keeps_serving(probe):
+    runner, obj = probe
+    proxy = Proxy(uri_for(f"unix:{socket_path(runner)}", CONTROL_OBJECT))
+    proxy._pyroSerializer = "json"
+    proxy._pyroHandshake = "not-the-token-" + "x" * 20
+    with pytest.raises(pyro_errors.CommunicationError, match="rejected"):
+        proxy.hello()
+    proxy._pyroRelease()
+    assert obj.echo(1) == 1
+
+
+@pytest.mark.parametrize("serializer", ["serpent", "marshal"])
+def test_non_json_serializer_is_refused_even_with_the_token(probe, serializer):
+    runner, obj = probe
+    proxy = Proxy(uri_for(f"unix:{socket_path(runner)}", CONTROL_OBJECT))
+    proxy._pyroSerializer = serializer
+    proxy._pyroHandshake = runner.server.run.token()
+    with pytest.raises(pyro_errors.PyroError):
+        proxy.hello()
+    proxy._pyroRelease()
+    assert obj.echo(2) == 2
+
+
+def test_malformed_frames_are_dropped_and_server_keeps_serving(probe):
+    runner, obj = probe
+    for garbage in (b"GET / HTTP/1.0\r\n\r\n", b"PYRO" + os.urandom(60), b"\x00" * 100):
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.settimeout(5)
+            raw.connect(socket_path(runner))
+            raw.sendall(garbage)
+            raw.shutdown(socket.SHUT_WR)
+            try:
+                while raw.recv(4096):  # the server answers with a refusal, then closes
+                    pass
+            except ConnectionResetError:  # or it just drops the connection
+                pass
+    assert obj.echo(3) == 3
+
+
+def test_oversized_frame_is_rejected_and_server_keeps_serving(no_leftovers):
+    config.max_message_size = 1024 * 1024
+    with RemoteRunner(probe_benchmark(), runtime="process") as runner:
+        obj = runner.get_object()
+        assert obj.echo(np.zeros(1000)).shape == (1000,)
+        with pytest.raises(errors.ChannelError):
+            obj.echo(np.zeros(2 * 1024 * 1024 // 8 + 10))
+        other = runner.get_object()
+        assert other.echo("still here") == "still here"
+
+
+class FailingRuntime(ProcessRuntime):
+    """The real server entry point, made to fail on import."""
+
+    name = "failing"
+
+    def command(self, spec):
+        argv = super().command(spec)
+        return [argv[0], "-c", "import sys; sys.stderr.write('ImportError: no module named benchmark_deps\\n'); sys.exit(4)"]
+
+
+def test_server_dying_on_start_fails_fast_with_stderr(no_leftovers):
+    started = time.monotonic()
+    with pytest.raises(errors.ServerStartError) as info:
+        Server.start(FailingRuntime(), start_timeout=30)
+    assert time.monotonic() - started < 5
+    assert "benchmark_deps" in str(info.value) and "exit code 4" in str(info.value)
+
+
+def test_bad_benchmark_spec_raises_benchmark_error_from_the_server(no_leftovers):
+    from dacstyle.benchmarks import Benchmark
+
+    bench = Benchmark(name="broken", entry_point="dacstyle.no_such_module:Env")
+    with RemoteRunner(bench, runtime="process") as runner:
+        with pytest.raises(errors.BenchmarkError, match="no_such_module"):
+            runner.get_environment()
+
+
+def test_runtime_auto_and_unknown(caplog):
+    assert get_runtime("process").name == "process"
+    with pytest.raises(errors.RuntimeUnavailableError, match="unknown runtime"):
+        get_runtime("docker")
+
+
+def test_process_runtime_warns_that_nothing_is_isolated(no_leftovers):
+    with pytest.warns(errors.IsolationWarning, match="isolates nothing"):
+        with RemoteRunner(probe_benchmark(), runtime="process"):
+            pass
+
+
+def test_close_is_idempotent_and_leaves_nothing(no_leftovers):
+    before = child_pids()
+    runner = RemoteRunner(probe_benchmark(), runtime="process").start()
+    assert child_pids() - before
+    runner.close()
+    runner.close()
