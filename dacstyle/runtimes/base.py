@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from ..config import config
 from ..errors import ServerStartError
 from .rundir import RunDir
 
@@ -152,8 +153,16 @@ class Runtime(abc.ABC):
         """True when this runtime can run on this machine."""
 
     @abc.abstractmethod
+    def exec_argv(self, spec: LaunchSpec, command: list[str]) -> list[str]:
+        """The argv that runs ``command`` inside this runtime (a list, never a shell string)."""
+
+    def python(self, spec: LaunchSpec) -> str:
+        """The interpreter that runs the server, as the server's side sees it."""
+        return "python3"
+
     def command(self, spec: LaunchSpec) -> list[str]:
-        """The argv that starts the server (an argv list, never a shell string)."""
+        """The argv that starts the server: the same entry point for every runtime."""
+        return self.exec_argv(spec, [self.python(spec), *self.server_args(spec)])
 
     def prepare(self, spec: LaunchSpec) -> list[Callable[[], None]]:
         """Set up what the command needs (mounts); returns the undo steps."""
@@ -166,8 +175,6 @@ class Runtime(abc.ABC):
     def server_args(self, spec: LaunchSpec) -> list[str]:
         """The server's own arguments, with paths as the server sees them."""
         inside = self.run_dir_inside(spec)
-        from ..config import config
-
         args = ["-m", SERVER_MODULE, "--token-file", f"{inside}/token", "--max-message-size", str(config.max_message_size)]
         args += ["--tcp", spec.tcp] if spec.tcp else ["--socket", f"{inside}/server.sock"]
         if spec.run.has_agent:

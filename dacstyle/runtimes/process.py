@@ -33,8 +33,11 @@ class ProcessRuntime(Runtime):
     def agent_dir_inside(self, spec: LaunchSpec) -> str:
         return str(spec.run.path / "agent")
 
-    def command(self, spec: LaunchSpec) -> list[str]:
-        return [sys.executable, *self.server_args(spec)]
+    def python(self, spec: LaunchSpec) -> str:
+        return sys.executable
+
+    def exec_argv(self, spec: LaunchSpec, command: list[str]) -> list[str]:
+        return list(command)
 
     def prepare(self, spec: LaunchSpec) -> list:
         ignored = " (the image and binds are ignored)" if spec.image is not None or spec.binds else ""
