@@ -12,7 +12,7 @@ from gymnasium import spaces
 from dacstyle.agents.loop import run_episodes
 from dacstyle.agents.scripted import ScriptedCompetitionAgent
 from dacstyle.competitions import Grader, TaskEnv, list_competitions, make_competition
-from dacstyle.competitions.sandbox import descendants
+from dacstyle.competitions.sandbox import descendants, is_subreaper
 from dacstyle.errors import DacstyleError
 
 from test_grader import sklearn_score
@@ -105,9 +105,10 @@ def test_sleeping_code_is_killed_at_the_time_limit(env: TaskEnv) -> None:
     ids=["fork-children", "double-fork-setsid", "background-popen", "double-fork-and-sleep"],
 )
 def test_no_process_survives_an_action(env: TaskEnv, code: str) -> None:
-    before = set(descendants())
+    before, reaper = set(descendants()), is_subreaper()
     start = time.monotonic()
     obs, *_, info = env.step(code)
+    assert is_subreaper() == reaper  # held only during the action
     assert time.monotonic() - start < LIMIT + 4
     escaped = _pids(env.workspace_dir / "pids")
     assert escaped

@@ -12,27 +12,32 @@ The limit is enforced from outside the command:
   (``prctl(PR_SET_CHILD_SUBREAPER)``), so orphans are re-parented to it and
   not to init, and walks ``/proc`` for its descendants.
 
-Being a subreaper is process-wide: call :func:`become_subreaper` once in the
-process that runs agent code (the task-environment server), not in a notebook
-that starts other long-lived processes. Processes that were already children of
-this process before a command started are never touched.
+Being a subreaper is process-wide, so :func:`run_limited` holds it only while
+a command runs (and its leftovers are killed) and then restores the previous
+setting: other code in the same process (a notebook, a test suite) does not
+inherit the orphans of unrelated programs. Processes that were already
+descendants of this process before a command started are never touched; one
+that another thread starts *during* a command may be, so run agent code from a
+process that does little else (the task-environment server).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunResult", "become_subreaper", "descendants", "run_limited"]
+__all__ = ["RunResult", "become_subreaper", "descendants", "is_subreaper", "run_limited", "subreaper"]
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 _CHUNK = 65536
 _CLEANUP_SECONDS = 5.0
 
@@ -48,15 +53,43 @@ class RunResult:
     output_bytes: int  # everything written, also what was dropped
     truncated: bool
     leftovers_killed: int  # descendants still alive after the command ended
+    subreaper: bool = False  # whether escaped (re-parented) processes could be caught
 
 
-def become_subreaper() -> bool:
-    """Make this process a child subreaper; False where the platform does not allow it."""
+def _prctl(option: int, value: int) -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return libc.prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def is_subreaper() -> bool:
+    """Whether this process is a child subreaper now."""
+    flag = ctypes.c_int(0)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+    return ok and bool(flag.value)
+
+
+def become_subreaper(enable: bool = True) -> bool:
+    """Make this process a child subreaper (or stop being one); False where not allowed."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1 if enable else 0)
+
+
+@contextlib.contextmanager
+def subreaper() -> Iterator[bool]:
+    """Be a child subreaper inside the block; yields whether that worked."""
+    was = is_subreaper()
+    ok = was or become_subreaper(True)
+    try:
+        yield ok
+    finally:
+        if ok and not was:
+            become_subreaper(False)
 
 
 def _stat(pid: int) -> tuple[int, str] | None:
@@ -135,6 +168,13 @@ def run_limited(
     output_limit: int = 64 * 1024,
 ) -> RunResult:
     """Run ``argv`` (never through a shell) under a time limit and an output cap."""
+    with subreaper() as reaping:
+        result = _run(argv, cwd, env, time_limit, output_limit)
+    result.subreaper = reaping
+    return result
+
+
+def _run(argv: Sequence[str], cwd: str | Path, env: dict[str, str] | None, time_limit: float, output_limit: int) -> RunResult:
     protected = set(descendants())
     start = time.monotonic()
     deadline = start + time_limit

@@ -33,7 +33,7 @@ import gymnasium as gym
 from gymnasium import spaces
 
 from ..errors import DacstyleError
-from .sandbox import become_subreaper, run_limited
+from .sandbox import run_limited
 from .sources import MAX_SUBMISSION_BYTES
 
 __all__ = ["TaskEnv", "SHELL_PREFIX", "VALIDATE", "SUBMIT", "CHARSET"]
@@ -86,17 +86,12 @@ class TaskEnv(gym.Env):
         self.observation_space = spaces.Text(max_length=max_observation_length, min_length=0, charset=CHARSET)
         self._steps = 0
         self._done = True
-        self._subreaper = False
 
     # -- gymnasium API -------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
         """Start an episode: make the folders, drop a stale submission, return the instructions."""
         super().reset(seed=seed)
-        if not self._subreaper:
-            self._subreaper = become_subreaper()
-            if not self._subreaper:
-                log.warning("cannot become a child subreaper: escaped agent processes may survive an action")
         self.workspace_dir.mkdir(parents=True, exist_ok=True)
         self.submission_dir.mkdir(parents=True, exist_ok=True)
         (self.submission_dir / "submission.csv").unlink(missing_ok=True)
@@ -195,6 +190,8 @@ class TaskEnv(gym.Env):
             time_limit=self.time_limit,
             output_limit=self.output_limit,
         )
+        if not result.subreaper:
+            log.warning("not a child subreaper here: processes that escaped the action may survive it")
         return {
             "step": self._steps,
             "kind": kind,
