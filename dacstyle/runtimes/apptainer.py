@@ -74,11 +74,11 @@ class _ExecRuntime(Runtime):
             raise RuntimeUnavailableError(self.unavailable_reason())
         return found
 
-    def _require_image(self, spec: LaunchSpec) -> Path:
+    def _require_image(self, spec: LaunchSpec, exists: bool = False) -> Path:
         if spec.image is None:
             raise ImageNotFoundError(f"runtime {self.name!r} needs an image (a .sif file); none was given")
         image = Path(spec.image)
-        if not image.is_file():
+        if exists and not image.is_file():
             raise ImageNotFoundError(f"runtime {self.name!r}: image {image} does not exist")
         return image
 
@@ -101,7 +101,7 @@ class _ExecRuntime(Runtime):
 
     def prepare(self, spec: LaunchSpec) -> list[Callable[[], None]]:
         self._require_binary()
-        self._require_image(spec)
+        self._require_image(spec, exists=True)
         return []  # nothing to undo: apptainer mounts and unmounts the image itself
 
     def host_env(self, spec: LaunchSpec) -> dict[str, str]:
