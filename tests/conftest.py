@@ -66,3 +66,23 @@ def no_leftovers(runs_root: Path):
     yield
     assert run_folders(runs_root) == [], "run folders left behind"
     assert child_pids() - before == set(), "child processes left behind"
+
+
+@pytest.fixture(scope="session")
+def packed_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SIF packed from this Python environment, once per session.
+
+    ``DACSTYLE_TEST_IMAGE`` names an already packed image (CI packs one up front).
+    """
+    from dacstyle.runtimes.bwrap import BwrapRuntime
+
+    if not BwrapRuntime.available():
+        pytest.skip("bubblewrap, squashfuse or /dev/fuse missing (.ci/run installs them)")
+    given = os.environ.get("DACSTYLE_TEST_IMAGE")
+    if given and Path(given).is_file():
+        return Path(given)
+    from dacstyle.images.pack import pack_environment
+
+    out = tmp_path_factory.mktemp("image") / "env.sif"
+    pack_environment(out, progress=False)
+    return out

@@ -133,9 +133,9 @@ class RemoteRunner:
         return self
 
     def _resolve_image(self) -> Path:
-        from dacstyle.images import image_for
+        from dacstyle.images import resolve_image
 
-        return image_for(self.benchmark, self.image_ref)
+        return resolve_image(str(self.image_ref))
 
     @property
     def server(self) -> Server:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 
 from ..errors import RuntimeUnavailableError
+from .apptainer import ApptainerRuntime, SingularityRuntime
 from .base import Bind, LaunchSpec, Runtime, ServerProcess
+from .bwrap import BwrapRuntime
 from .process import ProcessRuntime
 
 __all__ = ["Bind", "LaunchSpec", "Runtime", "ServerProcess", "RUNTIMES", "get_runtime"]
 
 log = logging.getLogger(__name__)
 
-RUNTIMES: dict[str, type[Runtime]] = {"process": ProcessRuntime}
+RUNTIMES: dict[str, type[Runtime]] = {"apptainer": ApptainerRuntime, "singularity": SingularityRuntime, "bwrap": BwrapRuntime, "process": ProcessRuntime}
 """Known runtimes by name, in order of preference for ``auto``."""
 
 AUTO_ORDER = ("apptainer", "singularity", "bwrap", "process")

@@ -1,0 +1,130 @@
+"""The ``bwrap`` runtime: a SIF image run with squashfuse and bubblewrap, no Apptainer.
+
+The image's primary squashfs partition is mounted read-only in place
+(``squashfuse -o offset=N``) inside the run folder; bubblewrap then builds the
+container's root as a tmpfs with each top-level entry of the image bound back
+read-only (Debian's bubblewrap has no overlays and cannot create a bind target
+inside a read-only root). The isolation matches ``apptainer exec --containall
+--cleanenv --no-home``: read-only image, private tmpfs /tmp, /run and $HOME, new
+PID/IPC/UTS namespaces, a cleared environment, only the requested binds, and
+``--die-with-parent``. The mount is undone on close, on error, and by
+``dacstyle cleanup`` after a host crash.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ContainerError, RuntimeUnavailableError
+from .base import AGENT_DIR_INSIDE, RUN_DIR_INSIDE, Bind, LaunchSpec, Runtime
+from .rundir import unmount
+
+__all__ = ["BwrapRuntime", "mount_image", "sandbox_argv"]
+
+HOME_INSIDE = "/home/dacstyle"
+_PRIVATE = ("proc", "dev", "tmp", "run", "home", "sys")  # never taken from the image
+_BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+             "HOME": HOME_INSIDE}
+
+
+def mount_image(image: Path, mountpoint: Path, timeout: float = 30.0) -> None:
+    """Mount the SIF's primary squashfs partition read-only at ``mountpoint``."""
+    from ..images.sif import verify_image
+
+    sif = verify_image(image)
+    mountpoint.mkdir(exist_ok=True)
+    argv = ["squashfuse", "-o", f"offset={sif.squashfs_offset}", str(image), str(mountpoint)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        unmount(str(mountpoint))
+        raise ContainerError(f"squashfuse did not mount {image} within {timeout:.0f} s") from exc
+    if done.returncode != 0 or not os.path.ismount(mountpoint):
+        raise ContainerError(f"squashfuse could not mount {image}: {done.stderr.strip() or 'no mount appeared'}")
+
+
+def _mirror(root: Path, inside: str, targets: list[str], expanded: list[str]) -> list[str]:
+    """bwrap args that show ``root`` at ``inside`` read-only, with room for ``targets``.
+
+    A directory on the way to a target is a tmpfs (listed in ``expanded``, to be
+    made read-only after the binds) whose entries are bound back one by one, so
+    that bwrap can create the target itself.
+    """
+    args: list[str] = []
+    for entry in sorted(os.listdir(root)):
+        if inside == "/" and entry in _PRIVATE:
+            continue
+        src, dst = root / entry, f"{inside.rstrip('/')}/{entry}"
+        below = [t for t in targets if t == dst or t.startswith(dst + "/")]
+        if src.is_symlink():
+            args += ["--symlink", os.readlink(src), dst]
+        elif below and src.is_dir() and not all(t == dst for t in below):
+            expanded.append(dst)
+            args += ["--tmpfs", dst, *_mirror(src, dst, below, expanded)]
+        elif not (below and all(t == dst for t in below)):
+            args += ["--ro-bind", str(src), dst]
+    return args
+
+
+def sandbox_argv(rootfs: Path, binds: list[Bind], env: dict[str, str], gpu: bool = False) -> list[str]:
+    """The bwrap argv (up to, not including, the command) for an image mounted at ``rootfs``."""
+    expanded: list[str] = []
+    argv = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--new-session", "--hostname", "dacstyle", "--clearenv", "--tmpfs", "/",
+            *_mirror(rootfs, "/", [b.dst for b in binds], expanded),
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", HOME_INSIDE]
+    if gpu:
+        for device in sorted(glob.glob("/dev/nvidia*")):
+            argv += ["--dev-bind", device, device]
+    for bind in binds:
+        argv += ["--ro-bind" if bind.readonly else "--bind", bind.src, bind.dst]
+    for key, value in sorted({**_BASE_ENV, **env}.items()):
+        argv += ["--setenv", key, value]
+    for directory in reversed(expanded):
+        argv += ["--remount-ro", directory]
+    argv += ["--chdir", HOME_INSIDE, "--remount-ro", "/"]
+    return argv
+
+
+class BwrapRuntime(Runtime):
+    """Run the image under bubblewrap after mounting it with squashfuse."""
+
+    name = "bwrap"
+
+    @classmethod
+    def available(cls) -> bool:
+        return all(shutil.which(tool) for tool in ("bwrap", "squashfuse", "fusermount3")) and os.path.exists("/dev/fuse")
+
+    def _rootfs(self, spec: LaunchSpec) -> Path:
+        return spec.run.path / "rootfs"
+
+    def _binds(self, spec: LaunchSpec) -> list[Bind]:
+        binds = [Bind(str(spec.run.path / "host"), RUN_DIR_INSIDE, readonly=False)]
+        if spec.run.has_agent:
+            binds.append(Bind(str(spec.run.path / "agent"), AGENT_DIR_INSIDE, readonly=False))
+        return binds + list(spec.binds)
+
+    def prepare(self, spec: LaunchSpec) -> list[Callable[[], None]]:
+        if not self.available():
+            raise RuntimeUnavailableError("runtime 'bwrap' needs bwrap, squashfuse, fusermount3 and /dev/fuse")
+        if spec.image is None:
+            raise ContainerError("runtime 'bwrap' needs an image")
+        rootfs = self._rootfs(spec)
+        spec.run.record(mounts=[str(rootfs)])  # first, so cleanup finds a mount left by a crash
+        try:
+            mount_image(Path(spec.image), rootfs)
+        except BaseException:
+            unmount(str(rootfs))
+            raise
+        return [lambda: unmount(str(rootfs))]
+
+    def exec_argv(self, spec: LaunchSpec, command: list[str]) -> list[str]:
+        return [*sandbox_argv(self._rootfs(spec), self._binds(spec), spec.env, spec.gpu), "--", *command]
+
+    def host_env(self, spec: LaunchSpec) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}

@@ -1,0 +1,215 @@
+"""The benchmark inside a real SIF under bubblewrap: conformance, isolation, faults, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from dacstyle import RemoteRunner, errors
+from dacstyle.benchmarks import GymnasiumBenchmark, LubyBenchmark, SigmoidBenchmark
+from dacstyle.runtimes.rundir import cleanup_stale
+from dacstyle.testing import probe_benchmark
+
+from conftest import SIF_TESTDATA, run_folders
+from test_channel import _gone
+from test_runner import assert_identical, trajectory
+
+pytestmark = pytest.mark.container
+
+CASES = [
+    pytest.param(lambda: SigmoidBenchmark(), id="sigmoid"),
+    pytest.param(lambda: LubyBenchmark(), id="luby"),
+    pytest.param(lambda: GymnasiumBenchmark("CartPole-v1"), id="CartPole-v1"),
+    pytest.param(lambda: GymnasiumBenchmark("Pendulum-v1"), id="Pendulum-v1"),
+]
+
+
+def mounts() -> set[str]:
+    with open("/proc/self/mounts") as handle:
+        return {line.split()[1] for line in handle}
+
+
+@pytest.mark.parametrize("make", CASES)
+def test_check_env_and_local_equals_remote_inside_the_sif(make, packed_image, no_leftovers):
+    bench = make().set_seed(5)
+    local = bench.get_environment()
+    local.action_space.seed(1)
+    actions = [local.action_space.sample() for _ in range(30)]
+    expected = trajectory(local, 5, actions)
+    with RemoteRunner(bench, runtime="bwrap", image=packed_image) as runner:
+        env = runner.get_environment()
+        check_env(env, skip_render_check=True)
+        assert_identical(trajectory(env, 5, actions), expected)
+        env.close()
+
+
+@pytest.fixture
+def probe(packed_image, no_leftovers, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "public.txt").write_text("public")
+    out = tmp_path / "out"
+    out.mkdir()
+    with RemoteRunner(probe_benchmark(), runtime="bwrap", image=packed_image, env={"DACSTYLE_PROBE": "1"},
+                      binds=[f"{data}:/data/in:ro", f"{out}:/data/out:rw"]) as runner:
+        yield runner, runner.get_object(), data, out
+
+
+def test_host_paths_and_home_are_not_visible(probe):
+    runner, obj, _, _ = probe
+    marker = Path.home() / f".dacstyle-marker-{secrets.token_hex(4)}"
+    marker.write_text("secret")
+    try:
+        assert obj.read_file(str(marker)) is None
+        assert obj.read_file("/etc/hostname") != Path("/etc/hostname").read_text() or not Path("/etc/hostname").exists()
+        assert obj.list_dir(str(Path(__file__).parent)) is None
+        assert obj.list_dir(str(runner.server.run.path)) is None
+        assert obj.whereami()["hostname"] == "dacstyle"
+    finally:
+        marker.unlink()
+
+
+def test_environment_is_cleared_but_for_what_was_passed(probe):
+    _, obj, _, _ = probe
+    initial = dict(item.split("=", 1) for item in obj.read_file("/proc/self/environ").split("\0") if item)
+    assert set(initial) == {"PATH", "LANG", "HOME", "PWD", "DACSTYLE_PROBE"}  # PWD: bwrap --chdir
+    assert initial["DACSTYLE_PROBE"] == "1"
+    os.environ["DACSTYLE_SHOULD_NOT_LEAK"] = "x"
+    try:
+        assert "DACSTYLE_SHOULD_NOT_LEAK" not in obj.environment()
+    finally:
+        del os.environ["DACSTYLE_SHOULD_NOT_LEAK"]
+
+
+def test_only_requested_binds_exist_and_tmp_is_private(probe, packed_image):
+    runner, obj, data, out = probe
+    inside = {line.split()[1] for line in obj.read_file("/proc/self/mounts").splitlines()}
+    image_top = {"/" + entry for entry in os.listdir(runner.server.run.path / "rootfs")}
+    allowed = {"/", "/proc", "/dev", "/tmp", "/run", "/home/dacstyle", "/run/dacstyle", "/data/in", "/data/out"}
+    kernel = ("/dev/", "/proc/")  # bwrap masks /proc/bus, /proc/irq ... read-only
+    extra = {m for m in inside if m not in allowed and m not in image_top and not m.startswith(kernel)}
+    assert extra == set(), f"unexpected mounts inside: {extra}"
+    assert {"/run/dacstyle", "/data/in", "/data/out"} <= inside
+    assert obj.read_file("/data/in/public.txt") == "public"
+    assert obj.list_dir("/tmp") == []
+    assert obj.list_dir("/run/dacstyle") == ["server.sock", "token"]
+
+
+def test_benchmark_errors_and_timeouts_inside_the_container(probe):
+    _, obj, _, _ = probe
+    with pytest.raises(ValueError) as info:
+        obj.fail("ValueError", "inside")
+    assert "remote traceback" in "\n".join(getattr(info.value, "__notes__", []))
+    obj.set_timeout(0.5, "sleep")
+    with pytest.raises(errors.CallTimeoutError):
+        obj.sleep(1.5)
+
+
+def test_close_after_exception_leaves_no_process_and_no_mount(packed_image, no_leftovers):
+    with pytest.raises(RuntimeError, match="user code"):
+        with RemoteRunner(probe_benchmark(), runtime="bwrap", image=packed_image) as runner:
+            rootfs = runner.server.run.path / "rootfs"
+            assert str(rootfs) in mounts()
+            raise RuntimeError("user code failed")
+    assert str(rootfs) not in mounts()
+
+
+def test_server_killed_mid_episode_inside_the_container(packed_image, no_leftovers):
+    with RemoteRunner(SigmoidBenchmark().set_seed(0), runtime="bwrap", image=packed_image) as runner:
+        env = runner.get_environment()
+        env.reset()
+        pid = runner.get_object if False else runner.server.process.pid
+        os.killpg(pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(errors.ServerDiedError):
+            env.step(env.action_space.sample())
+        assert time.monotonic() - started < 1.0
+
+
+HOST_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from dacstyle import RemoteRunner
+    from dacstyle.testing import probe_benchmark
+    runner = RemoteRunner(probe_benchmark(), runtime="bwrap", image=sys.argv[1]).start()
+    print(runner.server.process.pid, runner.server.run.path, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_host_killed_with_sigkill_leaves_nothing_after_cleanup(packed_image, runs_root):
+    host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, str(packed_image)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = host.stdout.readline()
+        bwrap_pid, run_path = int(line.split()[0]), line.split()[1]
+        host.kill()
+        host.wait(5)
+        deadline = time.monotonic() + 2.0
+        while not _gone(bwrap_pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _gone(bwrap_pid), "container outlived its host by more than 2 s"
+        result = subprocess.run([sys.executable, "-m", "dacstyle.cli", "cleanup"], capture_output=True, text=True,
+                                timeout=60, env={**os.environ})
+        assert result.returncode == 0, result.stderr
+        assert f"unmounted {run_path}/rootfs" in result.stdout
+        assert f"{run_path}/rootfs" not in mounts()
+        assert not os.path.exists(run_path)
+    finally:
+        host.kill()
+        host.wait(5)
+        cleanup_stale()
+
+
+def test_missing_image_is_one_clear_error(tmp_path, no_leftovers):
+    with pytest.raises(errors.ImageNotFoundError):
+        RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=tmp_path / "nope.sif").start()
+
+
+def test_text_file_named_sif_is_one_clear_error(tmp_path, no_leftovers):
+    fake = tmp_path / "fake.sif"
+    fake.write_text("this is not an image\n" * 20)
+    with pytest.raises(errors.ImageFormatError):
+        RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=fake).start()
+
+
+@pytest.mark.skipif(not SIF_TESTDATA.exists(), reason="shared/sif-testdata is not beside the checkout")
+def test_sif_without_squashfs_partition_is_one_clear_error(no_leftovers):
+    with pytest.raises(errors.ImageFormatError, match="squashfs"):
+        RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=SIF_TESTDATA / "images" / "empty.sif").start()
+
+
+def test_image_whose_python_lacks_dacstyle_fails_fast_with_stderr(packed_image, tmp_path, no_leftovers):
+    import dacstyle
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    installed = Path(dacstyle.__file__).parent  # inside the image: site-packages/dacstyle
+    from dacstyle.images.sif import open_image
+
+    site = json.loads(json.dumps(open_image(packed_image).labels())).get("org.dacstyle.python")
+    assert site, "packed images carry their interpreter path"
+    inside = _image_site_packages(packed_image) + "/dacstyle"
+    started = time.monotonic()
+    with pytest.raises(errors.ServerStartError, match="No module named") as info:
+        RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=packed_image, binds=[f"{empty}:{inside}:ro"]).start()
+    assert time.monotonic() - started < 10
+    assert "dacstyle" in str(info.value)
+    assert installed.exists()
+
+
+def _image_site_packages(image: Path) -> str:
+    import sysconfig
+
+    return sysconfig.get_paths()["purelib"]
