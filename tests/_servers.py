@@ -133,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
             limit = min(count, int(fault.split(":")[1]))
         self.wfile.flush()
         with open(path, "rb") as handle:
-            sent = self.connection.sendfile(handle, start, limit) if limit else 0
+            sent = self._send(handle, start, limit, owner.rate) if limit else 0
         entry["sent"] = sent
         if fault and fault.startswith("stall"):
             owner.record(dict(entry, event="stalled"))
@@ -144,6 +144,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+    def _send(self, handle, start: int, count: int, rate: float | None) -> int:
+        """sendfile, paced to ``rate`` bytes/s when set (a stand-in for a slower link)."""
+        if not rate:
+            return self.connection.sendfile(handle, start, count)
+        sent, began = 0, time.monotonic()
+        while sent < count:
+            sent += self.connection.sendfile(handle, start + sent, min(1 << 20, count - sent))
+            ahead = began + sent / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)  # pacing, not synchronisation
+        return sent
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -158,7 +171,9 @@ class _HTTPServer(ThreadingHTTPServer):
 class FileServer:
     """A Range-capable loopback HTTP server over ``files`` ({name: path}) with a request log."""
 
-    def __init__(self, files: dict[str, Path] | None = None, *, port: int = 0, log_file: Path | None = None) -> None:
+    def __init__(self, files: dict[str, Path] | None = None, *, port: int = 0, log_file: Path | None = None,
+                 rate: float | None = None) -> None:
+        self.rate = rate
         self.files: dict[str, Path] = {}
         self.etags: dict[str, str] = {}
         self.faults: dict[str, list[str]] = {}
@@ -230,8 +245,11 @@ class FileServer:
 class ServerProcess:
     """``FileServer`` in a subprocess, so a test can SIGKILL it mid-stream."""
 
-    def __init__(self, files: dict[str, Path], log_file: Path, *, port: int = 0, faults: list[str] = ()) -> None:
+    def __init__(self, files: dict[str, Path], log_file: Path, *, port: int = 0, faults: list[str] = (),
+                 rate: float | None = None) -> None:
         argv = [sys.executable, str(Path(__file__).resolve()), "serve", "--port", str(port), "--log", str(log_file)]
+        if rate:
+            argv += ["--rate", str(rate)]
         for name, path in files.items():
             argv += ["--file", f"{name}={path}"]
         for fault in faults:
@@ -388,9 +406,10 @@ def _main() -> None:
     parser.add_argument("--log", type=Path)
     parser.add_argument("--file", action="append", default=[])
     parser.add_argument("--fault", action="append", default=[])
+    parser.add_argument("--rate", type=float, default=None, help="pace bodies to this many bytes/s")
     args = parser.parse_args()
     files = {n: Path(p) for n, p in (f.split("=", 1) for f in args.file)}
-    server = FileServer(files, port=args.port, log_file=args.log)
+    server = FileServer(files, port=args.port, log_file=args.log, rate=args.rate)
     for fault in args.fault:
         name, _, what = fault.partition("=")
         server.fail_next(name, what)

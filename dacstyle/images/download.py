@@ -16,8 +16,11 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
+import queue
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +224,8 @@ def _attempt(session: requests.Session, url: str, part: Path, sha256: str | None
             "url": url, "etag": response.headers.get("ETag"),
             "last_modified": response.headers.get("Last-Modified"), "total": total,
         }))
-        digest = _hash_prefix(part, offset) if offset else hashlib.sha256()
+        state = _hash_prefix(part, offset) if offset else hashlib.sha256()
+        hasher = _Hasher(state) if _SPARE_CORES else _InlineHasher(state)
         bar.reset(total=total)
         bar.update(offset)
         received = 0
@@ -230,17 +234,17 @@ def _attempt(session: requests.Session, url: str, part: Path, sha256: str | None
             out = open(part, "r+b" if offset else "wb")
         except OSError as exc:
             raise DownloadError(f"cannot write {part}: {exc}") from exc
-        with out:
+        with out, hasher:
             out.seek(offset)
             out.truncate()
             while True:
                 try:
-                    chunk = raw.read1(CHUNK, decode_content=False)
+                    chunk = raw.read(CHUNK, decode_content=False)
                 except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
                     raise _Transient(f"transfer broke after {offset + received} bytes ({type(exc).__name__})") from exc
                 if not chunk:
                     break
-                digest.update(chunk)
+                hasher.update(chunk)
                 try:
                     out.write(chunk)
                 except OSError as exc:
@@ -249,7 +253,7 @@ def _attempt(session: requests.Session, url: str, part: Path, sha256: str | None
                 bar.update(len(chunk))
         if expected_body is not None and received != expected_body:
             raise _Transient(f"body truncated: {received} of {expected_body} bytes")
-        return digest.hexdigest(), offset + received
+        return hasher.hexdigest(), offset + received
 
 
 def _hash_prefix(part: Path, length: int) -> "hashlib._Hash":
@@ -261,3 +265,53 @@ def _hash_prefix(part: Path, length: int) -> "hashlib._Hash":
             digest.update(chunk)
             remaining -= len(chunk)
     return digest
+
+
+_SPARE_CORES = len(os.sched_getaffinity(0)) > 2 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) > 2
+
+
+class _InlineHasher:
+    """sha256 in the receiving thread (with 2 cores or fewer a helper thread only adds contention)."""
+
+    def __init__(self, digest: "hashlib._Hash") -> None:
+        self._digest = digest
+        self.update = digest.update
+
+    def __enter__(self) -> "_InlineHasher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class _Hasher:
+    """sha256 in a helper thread, so hashing overlaps receiving and writing (hashlib drops the GIL).
+
+    Chunks are hashed in order; ``hexdigest()`` is valid after the ``with`` block.
+    """
+
+    def __init__(self, digest: "hashlib._Hash") -> None:
+        self._digest = digest
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._run, name="dacstyle-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def __enter__(self) -> "_Hasher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
