@@ -227,3 +227,30 @@ def test_apptainer_schemes_use_apptainer_when_present(images_env, tmp_path, sif_
     argv = eval(calls.read_text())  # noqa: S307 - our own repr
     assert argv[0] == "pull" and argv[2] == "library://sylabs/default/alpine:3" and argv[1].endswith(".sif")
     assert Path(resolve_image("library://sylabs/default/alpine:3")) == image.path
+
+
+@pytest.mark.parametrize("spare_cores", [True, False])
+def test_hashing_in_a_helper_thread_or_inline_agrees(images_env, file_server, big_sif, monkeypatch, spare_cores):
+    from dacstyle.images import download
+
+    monkeypatch.setattr(download, "_SPARE_CORES", spare_cores)
+    url = file_server.add("big.sif", big_sif)
+    file_server.fail_next("big.sif", "truncate:1500000")
+    image = pull(url, sha256=hash_file(big_sif), retry=fast_retry(attempts=2))
+    assert image.path.read_bytes() == big_sif.read_bytes()
+    assert file_server.gets("big.sif")[-1]["range"] == "bytes=1500000-"
+
+
+def test_lock_held_elsewhere_times_out_with_a_clear_error(images_env, file_server, big_sif):
+    import filelock
+
+    from dacstyle.images import ImageCache
+
+    url = file_server.add("big.sif", big_sif)
+    impatient = ImageCache(images_env.root, lock_timeout=0.05)
+    path = images_env.root / "locks" / (images_env.part_path(url).stem + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(path)):
+        with pytest.raises(DownloadError, match="another process fetching"):
+            pull(url, cache=impatient)
+    assert file_server.requests == []

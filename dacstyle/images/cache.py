@@ -14,6 +14,7 @@ recorded (or when asked), so resolving a cached multi-GB image stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -86,11 +87,21 @@ class ImageCache:
         """The resumable partial download for a reference key."""
         return self.root / "tmp" / f"{_key_hash(key)}.part"
 
-    def lock(self, key: str) -> filelock.BaseFileLock:
-        """An inter-process lock for one reference (works on shared file systems with flock)."""
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold the inter-process lock of one reference (flock: also across nodes of a shared FS)."""
         path = self.root / "locks" / f"{_key_hash(key)}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        return filelock.FileLock(str(path), timeout=self.lock_timeout)
+        lock = filelock.FileLock(str(path), timeout=self.lock_timeout)
+        try:
+            lock.acquire()
+        except filelock.Timeout as exc:
+            raise DownloadError(f"waited {self.lock_timeout:.0f} s for another process fetching {key} "
+                                f"(lock {path}); if none is running, delete the lock file") from exc
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _ensure(self) -> None:
         for sub in ("blobs/sha256", "tmp", "locks"):
