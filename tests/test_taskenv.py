@@ -176,3 +176,17 @@ def test_scripted_agent_beats_the_sample_submission(tmp_path: Path, name: str) -
     assert result["valid"] and baseline["valid"]
     assert (result["score"] > baseline["score"]) if result["higher_is_better"] else (result["score"] < baseline["score"])
     assert result["score"] == pytest.approx(sklearn_score(comp, tmp_path / "sub/submission.csv"), rel=1e-9)
+
+
+def test_submission_file_tricks_are_structured_errors(env: TaskEnv, tmp_path: Path) -> None:
+    target = env.submission_dir / "submission.csv"
+    os.mkfifo(target)  # opening a FIFO for reading would block forever
+    start = time.monotonic()
+    assert env.step("validate")[4]["validation"]["errors"][0]["code"] == "bad_path"
+    assert time.monotonic() - start < 2
+    target.unlink()
+    secret = tmp_path / "elsewhere.csv"
+    secret.write_text("PassengerId,Transported\n")
+    target.symlink_to(secret)
+    assert env.step("validate")[4]["validation"]["errors"][0]["code"] == "bad_path"
+

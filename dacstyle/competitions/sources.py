@@ -22,7 +22,7 @@ from typing import Any, Union
 from ..errors import SubmissionError
 from .schema import error
 
-__all__ = ["MAX_SUBMISSION_BYTES", "Submission", "submission_text"]
+__all__ = ["MAX_SUBMISSION_BYTES", "Submission", "read_submission_file", "submission_text"]
 
 MAX_SUBMISSION_BYTES = 16 * 1024 * 1024
 """Largest submission accepted, in bytes."""
@@ -34,7 +34,8 @@ def _fail(code: str, message: str) -> SubmissionError:
     return SubmissionError(message, [error(code, message)])
 
 
-def _read_path(raw: Any, root: Path | None, limit: int) -> bytes:
+def read_submission_file(raw: Any, root: Path | None, limit: int = MAX_SUBMISSION_BYTES) -> bytes:
+    """The bytes of a regular file inside ``root`` (symlinks resolved), else SubmissionError."""
     if root is None:
         raise _fail("bad_path", "submitting by path is not enabled here; pass the CSV text or bytes")
     try:
@@ -87,9 +88,9 @@ def submission_text(submission: Any, root: Path | None = None, limit: int = MAX_
         if isinstance(submission, (bytes, bytearray, memoryview)):
             data = bytes(submission)
         elif isinstance(submission, dict) and set(submission) == {"path"}:
-            data = _read_path(submission["path"], root, limit)
+            data = read_submission_file(submission["path"], root, limit)
         elif isinstance(submission, os.PathLike):
-            data = _read_path(submission, root, limit)
+            data = read_submission_file(submission, root, limit)
         else:
             raise _fail("bad_type", "a submission is CSV text, bytes, a path or {'path': ...}")
         if len(data) > limit:

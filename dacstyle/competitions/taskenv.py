@@ -32,9 +32,9 @@ from typing import Any
 import gymnasium as gym
 from gymnasium import spaces
 
-from ..errors import DacstyleError
+from ..errors import DacstyleError, SubmissionError
 from .sandbox import run_limited
-from .sources import MAX_SUBMISSION_BYTES
+from .sources import MAX_SUBMISSION_BYTES, read_submission_file
 
 __all__ = ["TaskEnv", "SHELL_PREFIX", "VALIDATE", "SUBMIT", "CHARSET"]
 
@@ -219,11 +219,12 @@ class TaskEnv(gym.Env):
 
     def _validate(self) -> dict[str, Any]:
         path = self.submission_dir / "submission.csv"
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_SUBMISSION_BYTES + 1)
-        except OSError:
+        if not os.path.lexists(path):
             return {"valid": False, "errors": [{"code": "no_submission", "message": f"{path} does not exist"}]}
+        try:  # a regular file inside the submission folder only: no FIFO, no symlink out
+            data = read_submission_file(path, self.submission_dir, MAX_SUBMISSION_BYTES)
+        except SubmissionError as exc:
+            return {"valid": False, "errors": list(exc.errors)}
         if self._validator is None:
             return {"valid": False, "errors": [{"code": "no_validator", "message": "no validator is configured"}]}
         check = getattr(self._validator, "validate", self._validator)
