@@ -1,0 +1,69 @@
+"""The Apptainer definition files parse, and pin what the tests run with."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from spython.main.parse.parsers import SingularityParser
+
+import dacstyle
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "container" / "recipes"
+PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+?)\s*\\?$")
+
+
+def parse(name: str):
+    return SingularityParser(str(RECIPES / name)).recipe["spython-base"]
+
+
+def pins(install: list[str]) -> dict[str, str]:
+    """``name==version`` lines of the %post section, names normalised."""
+    found = {}
+    for line in install:
+        match = PIN.match(line.strip())
+        if match:
+            found[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return found
+
+
+def runtime_requirements() -> dict[str, str]:
+    """dacstyle's install_requires with the versions installed here."""
+    names = [Requirement(r).name for r in metadata.requires("dacstyle") or [] if "extra ==" not in r]
+    return {name.lower(): metadata.version(name) for name in names}
+
+
+@pytest.mark.parametrize("name", ["benchmark.def", "template.def"])
+def test_recipe_structure(name):
+    text = (RECIPES / name).read_text()
+    recipe = parse(name)
+    assert re.search(r"^Bootstrap: docker$", text, re.M)
+    assert recipe.fromHeader == "python:3.11-slim-bookworm"
+    assert not [line for line in recipe.files + recipe.labels if line.startswith("#")], "Apptainer reads these lines"
+    labels = dict(label.split(None, 1) for label in recipe.labels)
+    assert labels["org.dacstyle.version"] == dacstyle.__version__
+    assert recipe.cmd == 'exec python3 -m dacstyle.container.server "$@"'
+    assert recipe.test and any("dacstyle.container.server" in line for line in recipe.install)  # %test folded in
+    assert "set -eu" in recipe.install and "mkdir -p /run/dacstyle /run/dacstyle-agent" in recipe.install
+    assert "PYTHONUNBUFFERED=1" in recipe.environ
+    assert pins(recipe.install) == runtime_requirements(), "refresh the pins to `pip show` of this environment"
+
+
+def test_benchmark_recipe_copies_the_project_source():
+    recipe = parse("benchmark.def")
+    sources = [line.split()[0] for line in recipe.files]
+    assert sources == ["pyproject.toml", "setup.cfg", "dacstyle", "container"]
+    assert all((ROOT / source).exists() for source in sources)
+    assert "python3 -m pip install --no-deps /opt/dacstyle/src" in recipe.install
+
+
+def test_template_marks_every_place_to_fill_in():
+    text = (RECIPES / "template.def").read_text()
+    assert text.count(">>>") >= 6
+    recipe = parse("template.def")
+    assert recipe.files == ["dacstyle /opt/dacstyle/src", "mybench /opt/mybench/src"]
+    assert any("import dacstyle.container.server, mybench" in line for line in recipe.install)
