@@ -206,3 +206,9 @@ def test_damaged_index_is_rebuilt(images_env, sif_file):
 def test_cache_defaults_to_config_cache_dir(images_env):
     assert ImageCache().root == images_env.root
     assert isinstance(ImageCache().root, Path)
+
+
+def test_pull_of_a_local_path_reports_its_digest(images_env, sif_file):
+    image = images.pull(sif_file)
+    assert image.path == sif_file and image.sha256 == images.hash_file(sif_file)
+    assert list(images_env.entries()) == [], "a local path is used in place, not copied"

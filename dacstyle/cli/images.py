@@ -136,9 +136,17 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from ..images import push
+    from pathlib import Path
 
-    print(push(args.image, args.target, chunk_size=args.chunk_size))
+    from ..images import push
+    from ..images.download import make_progress, progress_enabled
+
+    size = Path(args.image).stat().st_size if Path(args.image).is_file() else None
+    bar = make_progress(size, f"push {Path(args.image).name}", enabled=progress_enabled())
+    try:
+        print(push(args.image, args.target, chunk_size=args.chunk_size, on_progress=bar.update))
+    finally:
+        bar.close()
     return 0
 
 

@@ -80,7 +80,7 @@ def pull(
     image_ref = parse_ref(ref)
     if image_ref.kind == "local":
         assert image_ref.path is not None
-        digest = _verify_local(image_ref.path, pinned)
+        digest = _verify_local(image_ref.path, pinned) or hash_file(image_ref.path)
         return CachedImage(image_ref.path, digest, image_ref.path.stat().st_size)
     keys = (image_ref.key, *keys)
     sources = [image_ref, *(parse_ref(m) for m in mirrors)]
