@@ -197,7 +197,8 @@ def test_standin_runs_contained_with_only_the_given_env(packed_image, tmp_path):
 
 @pytest.mark.container
 def test_standin_forwards_sigterm_and_unmounts(packed_image):
-    code = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(42)); print('up', flush=True); time.sleep(60)"
+    code = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(42)); "
+            "print('up', flush=True); time.sleep(60)")
     proc = subprocess.Popen([str(STANDIN / "apptainer"), "exec", "--containall", "--cleanenv", "--no-home",
                              str(packed_image), "python3", "-c", code], stdout=subprocess.PIPE, text=True)
     try:

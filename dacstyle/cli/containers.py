@@ -14,10 +14,14 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ContainerError, RuntimeUnavailableError
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from ..runtimes import Bind
+
+__all__ = ["register", "convert_dockerfile"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert)
 
 
-def _bind(text: str):
+def _bind(text: str) -> "Bind":
     from ..runtimes import Bind
 
     try:

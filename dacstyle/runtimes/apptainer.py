@@ -34,7 +34,8 @@ ISOLATION_FLAGS = ("--containall", "--cleanenv", "--no-home")
 # Passed to the binary itself: where Apptainer keeps its cache and scratch space. Nothing that changes
 # what the container sees (APPTAINER_BIND, APPTAINERENV_*, ...) is passed.
 _HOST_ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "XDG_RUNTIME_DIR", "TMPDIR",
-                  *(f"{tool}_{key}" for tool in ("APPTAINER", "SINGULARITY") for key in ("CACHEDIR", "TMPDIR", "CONFIGDIR")))
+                  *(f"{tool}_{key}" for tool in ("APPTAINER", "SINGULARITY")
+                    for key in ("CACHEDIR", "TMPDIR", "CONFIGDIR")))
 
 
 def find_binary(names: tuple[str, ...] = ("apptainer", "singularity")) -> str | None:
