@@ -115,3 +115,13 @@ def test_push_refuses_non_sif_and_bad_targets(images_env, registry, tmp_path, si
         push(sif_file, f"oras://{registry.host}/dacstyle/x@sha256:" + "2" * 64)
     assert json.loads(requests.get(f"http://{registry.host}/v2/_catalog", timeout=10).text)["repositories"] \
         .count("dacstyle/junk") == 0
+
+
+def test_unreachable_registry_is_one_download_error(images_env):
+    from _servers import free_port
+
+    from dacstyle.errors import DownloadError
+
+    with pytest.raises(DownloadError, match="registry 127.0.0.1"):
+        pull(f"oras://127.0.0.1:{free_port()}/dacstyle/x:1", retry=fast_retry(attempts=2))
+    assert list(images_env.entries()) == []

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -195,8 +196,16 @@ def _fetch_sources(cache: ImageCache, sources: list[ImageRef], keys: tuple[str, 
 def _fetch_oras(cache: ImageCache, source: ImageRef, part: Path, pinned: str | None,
                 retry: RetryPolicy | None, progress: str | bool | None, keys: tuple[str, ...]) -> str | None:
     """Download the SIF layer of an oras artifact; None when that blob is already cached."""
-    with OrasClient(source, timeout=(retry or RetryPolicy()).timeout) as client:
-        layer = client.sif_layer()
+    policy = retry or RetryPolicy()
+    with OrasClient(source, timeout=policy.timeout) as client:
+        for attempt in range(policy.attempts):  # the manifest: retried like a blob on 5xx/connection errors
+            try:
+                layer = client.sif_layer()
+                break
+            except DownloadError:
+                if attempt + 1 == policy.attempts:
+                    raise
+                time.sleep(policy.delay(attempt))
         blob = normalize_sha256(layer["digest"])
         if pinned and blob != pinned:
             raise DigestMismatchError(f"{source} holds a SIF with sha256 {blob}, expected {pinned}")
