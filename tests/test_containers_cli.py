@@ -139,3 +139,10 @@ def test_exec_runs_a_command_inside_the_image(runtime, packed_image, tmp_path, n
     assert write.returncode == 1 and "Read-only file system" in write.stderr  # binds are read-only by default
     with open("/proc/self/mounts") as handle:
         assert "apptainer-standin-" not in handle.read()
+
+
+def test_exec_with_the_process_runtime_runs_on_the_host_and_says_so(no_leftovers, runs_root):
+    done = dacstyle_exec("--runtime", "process", "ignored.sif", "--", sys.executable, "-c",
+                         "import sys; print(sys.stdin.read()); sys.exit(4)", stdin="in")
+    assert (done.returncode, done.stdout) == (4, "in\n")
+    assert "isolates nothing" in done.stderr and "ignored" in done.stderr

@@ -98,10 +98,7 @@ def _exec(args: argparse.Namespace) -> int:
     from ..runtimes.rundir import RunDir
 
     runtime = get_runtime(args.runtime or config.runtime)
-    exec_argv = getattr(runtime, "exec_argv", None)
-    if exec_argv is None:
-        raise ContainerError(f"runtime {runtime.name!r} cannot run an arbitrary command (no exec_argv)")
-    image = None
+    image = Path(args.image)  # unresolved for 'process', which only warns that it ignores it
     if runtime.needs_image:
         from ..images import resolve_image
 
@@ -111,7 +108,7 @@ def _exec(args: argparse.Namespace) -> int:
         spec = LaunchSpec(run=run, image=image, binds=list(args.bind), env=dict(args.env), gpu=args.gpu)
         teardown = runtime.prepare(spec)
         try:
-            proc = subprocess.Popen(exec_argv(spec, list(args.command)), env=runtime.host_env(spec))
+            proc = subprocess.Popen(runtime.exec_argv(spec, list(args.command)), env=runtime.host_env(spec))
             run.record(server_pid=proc.pid, runtime=runtime.name)  # so that 'dacstyle cleanup' finds it
             code = _wait(proc)
         finally:

@@ -97,9 +97,6 @@ class _ExecRuntime(Runtime):
             argv += ["--env", f"{key}={value}"]
         return [*argv, str(image), *command]
 
-    def command(self, spec: LaunchSpec) -> list[str]:
-        return self.exec_argv(spec, ["python3", *self.server_args(spec)])
-
     def prepare(self, spec: LaunchSpec) -> list[Callable[[], None]]:
         self._require_binary()
         self._require_image(spec, exists=True)
