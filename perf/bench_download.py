@@ -89,7 +89,7 @@ def _compare(work: Path, image: Path, size: int, digest: str, rate: float | None
             plain_get(url, dest)
             plain_times.append(time.perf_counter() - start)
             dest.unlink()
-            cache = ImageCache(work / f"cache-{run}")
+            cache = ImageCache(work / f"cache-{rate}-{run}")
             start = time.perf_counter()
             pulled = pull(url, sha256=digest, cache=cache, progress=False)
             pull_times.append(time.perf_counter() - start)
