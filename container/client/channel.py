@@ -65,9 +65,11 @@ class Channel:
 
     def invoke(self, proxy: Proxy, lock: threading.Lock, method: str, args: tuple, timeout: float | None) -> Any:
         """Call ``method`` on ``proxy`` (any thread, one at a time), translating errors."""
+        wanted = self.call_timeout if timeout is None else timeout
         with lock:
             proxy._pyroClaimOwnership()
-            proxy._pyroTimeout = self.call_timeout if timeout is None else timeout
+            if proxy._pyroTimeout != wanted:  # setting it costs syscalls on a live connection
+                proxy._pyroTimeout = wanted
             try:
                 return getattr(proxy, method)(*args)
             except pyro_errors.PyroError as exc:

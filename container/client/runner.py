@@ -133,9 +133,9 @@ class RemoteRunner:
         return self
 
     def _resolve_image(self) -> Path:
-        from dacstyle.images import resolve_image
+        from dacstyle.images.default import image_for
 
-        return resolve_image(str(self.image_ref))
+        return image_for(self.benchmark, self.image_ref)
 
     @property
     def server(self) -> Server:
@@ -220,7 +220,7 @@ class RemoteRunner:
     def _manifest(self, started: float, episodes: int) -> dict[str, Any]:
         image = None
         if self.image is not None:
-            from dacstyle.images import describe_image
+            from dacstyle.images.default import describe_image
 
             image = describe_image(self.image)
         return {

@@ -1,0 +1,91 @@
+"""Which image a benchmark runs in when the user names none.
+
+A benchmark's own ``image`` or the runner's ``image=`` wins; else its catalogue
+entry. Until images are published, bundled entries are "build locally": the
+image is then this Python environment packed into a SIF (``dacstyle pack
+--from-env``), built once per environment under the cache lock and recorded in
+the cache under a fingerprint of the environment, so an edited dacstyle or an
+upgraded package gives a new image, never a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .cache import ImageCache, hash_file
+from .catalogue import load_catalogue
+from .pull import resolve_image
+
+__all__ = ["environment_key", "default_image", "image_for", "describe_image"]
+
+log = logging.getLogger(__name__)
+
+
+def environment_key() -> str:
+    """A cache key naming this environment: Python, installed distributions, dacstyle's files."""
+    import dacstyle
+    import dacstyle.container
+
+    digest = hashlib.sha256(f"{sys.executable}|{platform.python_version()}".encode())
+    for dist in sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()):
+        digest.update(dist.encode())
+    for package in (dacstyle, dacstyle.container):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            info = path.stat()
+            digest.update(f"{path.relative_to(root)}|{info.st_size}|{info.st_mtime_ns}".encode())
+    return f"dacstyle-env@{__version__}+{digest.hexdigest()[:16]}"
+
+
+def default_image(cache: ImageCache | None = None, progress: bool | None = None) -> Path:
+    """The packed image of this environment, built on first use and cached."""
+    from .pack import pack_environment
+
+    cache = cache or ImageCache()
+    key = environment_key()
+    hit = cache.lookup(key)
+    if hit is not None:
+        return hit.path
+    with cache.lock(key):
+        hit = cache.lookup(key)
+        if hit is not None:
+            return hit.path
+        log.info("packing this Python environment into an image (once per environment) ...")
+        (cache.root / "tmp").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache.root / "tmp") as tmp:
+            result = pack_environment(Path(tmp) / "env.sif", progress=progress)
+            log.info("%s", result.summary())
+            return cache.add(result.path, ref=key).path
+
+
+def image_for(benchmark: Any, ref: str | os.PathLike[str] | None = None) -> Path:
+    """The verified local image to run ``benchmark`` in (see the module docstring)."""
+    ref = ref if ref is not None else getattr(benchmark, "image", None)
+    if ref is not None:
+        return resolve_image(ref)
+    catalogue = load_catalogue(None)
+    identifier = f"{benchmark.name}@{__version__}"
+    if identifier in catalogue and catalogue.get(identifier).kind == "remote":
+        return resolve_image(identifier)
+    path = default_image()
+    if identifier in catalogue:
+        ImageCache().record(identifier, path.stem)  # the digest a local build gave this identifier
+    return path
+
+
+def describe_image(path: Path) -> dict[str, Any]:
+    """What a run manifest records about an image: path, sha256, size and labels."""
+    from .sif import open_image
+
+    path = Path(path)
+    sha256 = path.stem if path.parent.name == "sha256" and len(path.stem) == 64 else hash_file(path)
+    return {"path": str(path), "sha256": sha256, "size": path.stat().st_size, "labels": open_image(path).labels()}

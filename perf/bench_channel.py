@@ -1,0 +1,170 @@
+"""Channel speed, measured side by side in one run; prints one table of medians.
+
+Rows: local ``env.step`` vs remote ``env.step`` (process and bwrap runtimes) vs a
+raw JSON echo over the same kind of Unix socket (a bare server process, no
+Pyro5, no codec); start to first ``reset``; cold start in a SIF under bwrap; a
+1 MiB float32 observation round trip. Targets (issues 2 and 3): remote step p50
+<= 3x the raw echo; process start to first reset < 1 s; bwrap cold start < 1 s;
+bwrap step within 10% of the process runtime.
+
+    python perf/bench_channel.py [--steps 3000] [--starts 5] [--image IMAGE.sif]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from dacstyle import RemoteRunner
+from dacstyle.benchmarks import SigmoidBenchmark
+from dacstyle.errors import IsolationWarning
+from dacstyle.testing import probe_benchmark
+
+ECHO_SERVER = r"""
+import json, os, socket, struct, sys
+path = sys.argv[1]
+srv = socket.socket(socket.AF_UNIX); srv.bind(path); srv.listen(1)
+print("ready", flush=True)
+conn, _ = srv.accept()
+def recv(n):
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk: raise SystemExit(0)
+        buf += chunk
+    return buf
+while True:
+    size, = struct.unpack("!I", recv(4))
+    reply = json.dumps(json.loads(recv(size))).encode()
+    conn.sendall(struct.pack("!I", len(reply)) + reply)
+"""
+
+
+def median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+def time_steps(env, steps: int) -> list[float]:
+    env.reset(seed=0)
+    action = np.array([2, 5])
+    samples = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        _, _, terminated, truncated, _ = env.step(action)
+        samples.append(time.perf_counter() - started)
+        if terminated or truncated:
+            env.reset()
+    return samples
+
+
+def raw_echo(steps: int, payload: dict) -> list[float]:
+    folder = tempfile.mkdtemp(prefix="dxperf-")
+    path = os.path.join(folder, "echo.sock")
+    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(path)
+            message = json.dumps(payload).encode()
+            frame = struct.pack("!I", len(message)) + message
+            samples = []
+            for _ in range(steps):
+                started = time.perf_counter()
+                conn.sendall(frame)
+                size, = struct.unpack("!I", conn.recv(4, socket.MSG_WAITALL))
+                json.loads(conn.recv(size, socket.MSG_WAITALL))
+                samples.append(time.perf_counter() - started)
+            return samples
+    finally:
+        server.kill()
+        server.wait()
+        os.unlink(path)
+        os.rmdir(folder)
+
+
+def start_to_reset(runtime: str, image, starts: int) -> list[float]:
+    samples = []
+    for _ in range(starts):
+        started = time.perf_counter()
+        with RemoteRunner(SigmoidBenchmark().set_seed(0), runtime=runtime, image=image) as runner:
+            runner.get_environment().reset()
+            samples.append(time.perf_counter() - started)
+    return samples
+
+
+def big_round_trip(runtime: str, image, repeats: int) -> float:
+    array = np.random.default_rng(0).random(256 * 1024, dtype=np.float32)  # 1 MiB
+    with RemoteRunner(probe_benchmark(), runtime=runtime, image=image) as runner:
+        probe = runner.get_object()
+        probe.echo(array)
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            probe.echo(array)
+            samples.append(time.perf_counter() - started)
+    return 2 * array.nbytes / statistics.median(samples) / 1e6  # MB/s, both directions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000, help="steps per step measurement (default 3000)")
+    parser.add_argument("--starts", type=int, default=5, help="runner starts per start measurement (default 5)")
+    parser.add_argument("--image", help="SIF for the bwrap rows (default: the packed environment image)")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", IsolationWarning)
+
+    from dacstyle.runtimes.bwrap import BwrapRuntime
+
+    image = None
+    if BwrapRuntime.available():
+        from dacstyle.images.default import default_image
+
+        image = Path(args.image) if args.image else default_image(progress=False)
+
+    bench = SigmoidBenchmark().set_seed(0)
+    local = median_us(time_steps(bench.get_environment(), args.steps))
+    with RemoteRunner(bench, runtime="process") as runner:
+        env = runner.get_environment()
+        obs, *_ = env.reset(seed=0)
+        reply_like = {"ok": {"__tuple__": [obs.tolist(), 0.5, False, False, {"instance_id": 0, "step": 1}]}}
+        process_step = median_us(time_steps(env, args.steps))
+    echo = median_us(raw_echo(args.steps, reply_like))
+    rows = [
+        ("local env.step", f"{local:.1f} us", ""),
+        ("raw JSON echo, Unix socket", f"{echo:.1f} us", "1.00x echo"),
+        ("remote env.step (process)", f"{process_step:.1f} us", f"{process_step / echo:.2f}x echo (target <= 3x)"),
+    ]
+    if image is not None:
+        with RemoteRunner(bench, runtime="bwrap", image=image) as runner:
+            bwrap_step = median_us(time_steps(runner.get_environment(), args.steps))
+        rows.append(("remote env.step (bwrap)", f"{bwrap_step:.1f} us",
+                     f"{bwrap_step / process_step:.2f}x process (target <= 1.10x)"))
+    process_start = statistics.median(start_to_reset("process", None, args.starts))
+    rows.append(("start to first reset (process)", f"{process_start * 1000:.0f} ms", "target < 1000 ms"))
+    if image is not None:
+        cold = statistics.median(start_to_reset("bwrap", image, args.starts))
+        rows.append(("cold start: mount+start+handshake+reset (bwrap)", f"{cold * 1000:.0f} ms", "target < 1000 ms"))
+    rows.append(("1 MiB float32 round trip (process)", f"{big_round_trip('process', None, 30):.0f} MB/s", ""))
+    if image is not None:
+        rows.append(("1 MiB float32 round trip (bwrap)", f"{big_round_trip('bwrap', image, 30):.0f} MB/s", ""))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measurement (median)':<{width}}  {'value':>10}  ratio")
+    for name, value, ratio in rows:
+        print(f"{name:<{width}}  {value:>10}  {ratio}")
+
+
+if __name__ == "__main__":
+    main()
