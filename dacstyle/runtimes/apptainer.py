@@ -65,7 +65,8 @@ class _ExecRuntime(Runtime):
     def unavailable_reason(cls) -> str:
         """Why this runtime cannot run here, naming what to use instead."""
         names = " or ".join(f"'{b}'" for b in cls.binaries)
-        return (f"runtime {cls.name!r} needs {names} on PATH and neither is installed here; install Apptainer "
+        none = "neither is" if len(cls.binaries) > 1 else "it is not"
+        return (f"runtime {cls.name!r} needs {names} on PATH and {none} installed here; install Apptainer "
                 f"(https://apptainer.org/docs/admin/main/installation.html), or use runtime='bwrap' "
                 f"(bubblewrap + squashfuse, same isolation) or runtime='process' (no isolation)")
 
