@@ -125,12 +125,35 @@ def test_close_after_exception_leaves_no_process_and_no_mount(packed_image, no_l
     assert str(rootfs) not in mounts()
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid``'s descendants in the host's PID namespace."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def test_server_killed_mid_episode_inside_the_container(packed_image, no_leftovers):
     with RemoteRunner(SigmoidBenchmark().set_seed(0), runtime="bwrap", image=packed_image) as runner:
         env = runner.get_environment()
         env.reset()
-        pid = runner.get_object if False else runner.server.process.pid
-        os.killpg(pid, signal.SIGKILL)
+        inside = descendants(runner.server.process.pid)
+        assert inside, "the server runs below bwrap"
+        for pid in inside:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not all(_gone(pid) for pid in inside) and time.monotonic() < deadline:
+            time.sleep(0.01)
         started = time.monotonic()
         with pytest.raises(errors.ServerDiedError):
             env.step(env.action_space.sample())

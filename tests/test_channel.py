@@ -91,6 +91,7 @@ def test_server_killed_mid_episode_raises_within_one_second(no_leftovers):
         env.reset()
         env.step(env.action_space.sample())
         os.kill(runner.server.process.pid, signal.SIGKILL)
+        runner.server.process.popen.wait(5)  # the kill is asynchronous; time from its effect
         started = time.monotonic()
         with pytest.raises(errors.ServerDiedError):
             env.step(env.action_space.sample())

@@ -29,6 +29,7 @@ from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.config import config
 from dacstyle.errors import BenchmarkError
 from dacstyle.runtimes import Bind, Runtime, get_runtime
+from dacstyle.runtimes.base import GRADER_DIR_INSIDE
 
 from ..protocol import versions
 from .proxies import RemoteEnvironment, RemoteObject
@@ -112,25 +113,56 @@ class RemoteRunner:
         self.start_timeout = start_timeout if start_timeout is not None else config.start_timeout
         self.runs_dir = Path(runs_dir) if runs_dir is not None else Path(config.runs)
         self.image: Path | None = None
+        self.grader: RemoteObject | None = None
         self._server: Server | None = None
+        self._grader_server: Server | None = None
+        self._spec = benchmark
         log.info("RemoteRunner(%s): runtime %s", benchmark.name, self.runtime.name)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> "RemoteRunner":
-        """Resolve the image, start the server and complete the handshake (idempotent)."""
-        if self._server is None:
-            if self.runtime.needs_image:
-                self.image = self._resolve_image()
-            self._server = Server.start(
-                self.runtime,
-                image=self.image,
-                binds=self.binds,
-                env=self.env,
-                gpu=self.gpu,
-                start_timeout=self.start_timeout,
-                call_timeout=self.call_timeout,
-            )
+        """Resolve the image, start the server(s) and complete the handshake (idempotent).
+
+        A benchmark with a ``grader`` gets it first, in its own container; the
+        main server then sees only the grader's agent endpoint.
+        """
+        if self._server is not None:
+            return self
+        if self.runtime.needs_image:
+            self.image = self._resolve_image()
+        binds, paths = self._binds(self.benchmark, self.binds)
+        try:
+            if self.benchmark.grader is not None:
+                grader = Benchmark.from_json(json.dumps(self.benchmark.grader))
+                grader_binds, grader_paths = self._binds(grader, [])
+                self._grader_server = self._start_server(grader_binds, agent=True)
+                self.grader = self._grader_server.create(grader.resolved(grader_paths))  # type: ignore[assignment]
+                endpoint = Bind(str(self._grader_server.run.path / "agent"), GRADER_DIR_INSIDE, readonly=False)
+                binds.append(endpoint)
+                paths["grader"] = self.runtime.path_inside(endpoint)
+            self._spec = self.benchmark.resolved(paths)
+            self._server = self._start_server(binds)
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def _binds(self, spec: Benchmark, extra: list[Bind]) -> tuple[list[Bind], dict[str, str]]:
+        named = {name: Bind.parse(text) for name, text in spec.binds.items()}
+        paths = {f"bind:{name}": self.runtime.path_inside(bind) for name, bind in named.items()}
+        return [*extra, *named.values()], paths
+
+    def _start_server(self, binds: list[Bind], agent: bool = False) -> Server:
+        return Server.start(
+            self.runtime,
+            image=self.image,
+            binds=binds,
+            env=self.env,
+            gpu=self.gpu,
+            agent=agent,
+            start_timeout=self.start_timeout,
+            call_timeout=self.call_timeout,
+        )
 
     def _resolve_image(self) -> Path:
         from dacstyle.images.default import image_for
@@ -145,10 +177,13 @@ class RemoteRunner:
         return self._server
 
     def close(self) -> None:
-        """Stop the server and remove its run folder; results and logs stay (idempotent)."""
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close()
+        """Stop the server(s) and remove their run folders; results and logs stay (idempotent)."""
+        servers = [self._server, self._grader_server]
+        self._server = self._grader_server = None
+        self.grader = None
+        for server in servers:
+            if server is not None:
+                server.close()
 
     def __enter__(self) -> "RemoteRunner":
         return self.start()
@@ -161,7 +196,7 @@ class RemoteRunner:
         """A new gymnasium.Env proxy of the benchmark's environment."""
         if not self.benchmark.is_environment:
             raise BenchmarkError(f"{self.benchmark.name!r} serves an object; use get_object()")
-        env = self.server.create(self.benchmark)
+        env = self.server.create(self._spec)
         assert isinstance(env, RemoteEnvironment)
         return env
 
@@ -169,7 +204,7 @@ class RemoteRunner:
         """A new proxy of the benchmark's object, with exactly its served methods."""
         if self.benchmark.is_environment:
             raise BenchmarkError(f"{self.benchmark.name!r} serves an environment; use get_environment()")
-        obj = self.server.create(self.benchmark)
+        obj = self.server.create(self._spec)
         assert isinstance(obj, RemoteObject)
         return obj
 
@@ -209,7 +244,23 @@ class RemoteRunner:
             _write_json(folder / "manifest.json", manifest)
             self._copy_server_log(folder)
         summary = [{k: v for k, v in e.items() if k != "steps"} for e in episodes]
-        return RunResults(self.benchmark.name, summary, folder)
+        extra = {}
+        if self.grader is not None:
+            extra["grade"] = self._grade(folder)
+        return RunResults(self.benchmark.name, summary, folder, extra)
+
+    def _grade(self, folder: Path) -> dict[str, Any]:
+        """Grade the task's submission on the host side, after the episode."""
+        assert self.grader is not None
+        if "submission" not in self.benchmark.binds:
+            raise BenchmarkError(f"{self.benchmark.name!r} has a grader but no 'submission' bind to grade")
+        submission = Path(Bind.parse(self.benchmark.binds["submission"]).src) / "submission.csv"
+        if submission.is_file():
+            report = self.grader.grade(submission.read_bytes())  # type: ignore[attr-defined]
+        else:
+            report = {"valid": False, "score": None, "errors": [{"code": "missing", "message": "no submission.csv"}]}
+        _write_json(folder / "grade.json", to_jsonable(report))
+        return report
 
     def _new_run_folder(self) -> Path:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -48,6 +48,11 @@ class Benchmark:
     ``seed_key`` is not empty it is passed as ``config[seed_key]``. ``methods`` is
     None for a gymnasium environment, else the exact list of methods served to the
     host; ``agent_methods`` the subset served on the agent endpoint, if any.
+    ``binds`` names host folders the server needs (``{"data": "SRC:DST[:ro|rw]"}``);
+    a config string ``"{bind:data}"`` becomes that folder's path as the server
+    sees it (DST in a container, SRC with the process runtime). ``grader`` is the
+    spec (as a dict) of a grader served in its own container; the runner starts
+    it first and ``"{grader}"`` names the folder holding its agent endpoint.
     """
 
     name: str
@@ -58,6 +63,8 @@ class Benchmark:
     methods: list[str] | None = None
     agent_methods: list[str] | None = None
     image: str | None = None
+    binds: dict[str, str] = field(default_factory=dict)
+    grader: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -77,6 +84,15 @@ class Benchmark:
                 raise BenchmarkError(f"{attr} must be public identifiers, not {bad}")
         if self.agent_methods and not set(self.agent_methods) <= set(self.methods or ()):
             raise BenchmarkError("agent_methods must be a subset of methods")
+        from ..runtimes.base import Bind
+
+        for name, text in self.binds.items():
+            try:
+                Bind.parse(text)
+            except ValueError as exc:
+                raise BenchmarkError(f"bind {name!r}: {exc}") from exc
+        if self.grader is not None:
+            Benchmark.from_json(json.dumps(self.grader))
         try:
             json.dumps(self.config, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -101,6 +117,24 @@ class Benchmark:
         if self.seed is not None and self.seed_key:
             kwargs[self.seed_key] = self.seed
         return kwargs
+
+    def resolved(self, paths: dict[str, str]) -> "Benchmark":
+        """A copy whose config has ``{bind:NAME}`` / ``{grader}`` replaced by ``paths``."""
+
+        def substitute(value: Any) -> Any:
+            if isinstance(value, str):
+                for name, path in paths.items():
+                    value = value.replace("{" + name + "}", path)
+                return value
+            if isinstance(value, list):
+                return [substitute(v) for v in value]
+            if isinstance(value, dict):
+                return {k: substitute(v) for k, v in value.items()}
+            return value
+
+        spec = Benchmark.from_json(self.to_json())
+        spec.config = substitute(spec.config)
+        return spec
 
     def to_json(self) -> str:
         """The spec as a JSON string (what travels to the server)."""

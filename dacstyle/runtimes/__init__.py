@@ -18,10 +18,13 @@ __all__ = ["Bind", "LaunchSpec", "Runtime", "ServerProcess", "RUNTIMES", "get_ru
 
 log = logging.getLogger(__name__)
 
-RUNTIMES: dict[str, type[Runtime]] = {"apptainer": ApptainerRuntime, "singularity": SingularityRuntime, "bwrap": BwrapRuntime, "process": ProcessRuntime}
+RUNTIMES: dict[str, type[Runtime]] = {
+    "apptainer": ApptainerRuntime,
+    "singularity": SingularityRuntime,
+    "bwrap": BwrapRuntime,
+    "process": ProcessRuntime,
+}
 """Known runtimes by name, in order of preference for ``auto``."""
-
-AUTO_ORDER = ("apptainer", "singularity", "bwrap", "process")
 
 
 def get_runtime(name: str | Runtime = "auto") -> Runtime:
@@ -29,9 +32,8 @@ def get_runtime(name: str | Runtime = "auto") -> Runtime:
     if isinstance(name, Runtime):
         return name
     if name == "auto":
-        for candidate in AUTO_ORDER:
-            cls = RUNTIMES.get(candidate)
-            if cls is not None and cls.available():
+        for candidate, cls in RUNTIMES.items():
+            if cls.available():
                 log.info("runtime auto: chose %s", candidate)
                 return cls()
         raise RuntimeUnavailableError("no runtime is available")  # process always is
@@ -39,5 +41,5 @@ def get_runtime(name: str | Runtime = "auto") -> Runtime:
     if cls is None:
         raise RuntimeUnavailableError(f"unknown runtime {name!r}; known: auto, {', '.join(RUNTIMES)}")
     if not cls.available():
-        raise RuntimeUnavailableError(f"runtime {name!r} is not available on this machine")
+        raise RuntimeUnavailableError(cls.unavailable_reason())
     return cls()

@@ -26,6 +26,7 @@ __all__ = ["Bind", "LaunchSpec", "Runtime", "ServerProcess", "RUN_DIR_INSIDE", "
 
 RUN_DIR_INSIDE = "/run/dacstyle"
 AGENT_DIR_INSIDE = "/run/dacstyle-agent"
+GRADER_DIR_INSIDE = "/run/dacstyle-grader"  # a grader's agent endpoint, seen from the task container
 SERVER_MODULE = "dacstyle.container.server"
 
 
@@ -152,6 +153,11 @@ class Runtime(abc.ABC):
     def available(cls) -> bool:
         """True when this runtime can run on this machine."""
 
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        """Why :meth:`available` is false, for the error message."""
+        return f"runtime {cls.name!r} is not available on this machine"
+
     @abc.abstractmethod
     def exec_argv(self, spec: LaunchSpec, command: list[str]) -> list[str]:
         """The argv that runs ``command`` inside this runtime (a list, never a shell string)."""
@@ -184,6 +190,10 @@ class Runtime(abc.ABC):
 
     def agent_dir_inside(self, spec: LaunchSpec) -> str:
         return AGENT_DIR_INSIDE
+
+    def path_inside(self, bind: Bind) -> str:
+        """Where a bound host folder appears to the server."""
+        return bind.dst
 
     def start(self, spec: LaunchSpec) -> ServerProcess:
         """Prepare, then start the server as a direct child with a stdin lifeline."""

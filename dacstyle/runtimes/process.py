@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from ..errors import IsolationWarning
-from .base import LaunchSpec, Runtime
+from .base import Bind, LaunchSpec, Runtime
 
 __all__ = ["ProcessRuntime"]
 
@@ -33,6 +33,9 @@ class ProcessRuntime(Runtime):
     def agent_dir_inside(self, spec: LaunchSpec) -> str:
         return str(spec.run.path / "agent")
 
+    def path_inside(self, bind: Bind) -> str:
+        return bind.src
+
     def python(self, spec: LaunchSpec) -> str:
         return sys.executable
 
@@ -40,7 +43,7 @@ class ProcessRuntime(Runtime):
         return list(command)
 
     def prepare(self, spec: LaunchSpec) -> list:
-        ignored = " (the image and binds are ignored)" if spec.image is not None or spec.binds else ""
+        ignored = " (the image is ignored; binds are the host folders themselves)" if spec.image is not None else ""
         warnings.warn(
             f"runtime 'process' isolates nothing: the benchmark runs as a plain subprocess of this "
             f"Python environment{ignored}",

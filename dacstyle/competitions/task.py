@@ -1,0 +1,102 @@
+"""A competition as a remote task: the grader and the agent's environment in two containers.
+
+:func:`CompetitionTask` returns a :class:`~dacstyle.benchmarks.Benchmark` for
+``RemoteRunner``. The runner starts the grader first, in its own container with
+only the competition folder bound read-only, serving ``grade`` to the host and
+``validate``/``info`` on a separate agent endpoint with its own token. The task
+environment runs in a second container with ``public/`` read-only, a writable
+workspace and submission folder, and only the grader's agent endpoint bound in::
+
+    task = CompetitionTask("competitions/spaceship-titanic-lite")
+    with RemoteRunner(task) as runner:
+        env = runner.get_environment()       # TaskEnv proxy (agent side)
+        results = runner.run(agent, 1)       # graded by runner.grader (host side)
+    print(results.extra["grade"])
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..benchmarks.spec import Benchmark
+from ..errors import BenchmarkError
+from .schema import CompetitionInfo
+from .taskenv import TaskEnv
+
+__all__ = ["CompetitionTask", "make_task_env", "GRADER_METHODS", "AGENT_METHODS"]
+
+GRADER_METHODS = ["grade", "validate", "info"]
+AGENT_METHODS = ["validate", "info"]
+
+
+def CompetitionTask(
+    competition_dir: str | Path,
+    *,
+    workdir: str | Path | None = None,
+    time_limit: float = 60.0,
+    max_steps: int = 30,
+    output_limit: int = 16 * 1024,
+) -> Benchmark:
+    """The spec of a competition task: the TaskEnv, with its grader as a companion.
+
+    ``workdir`` (default: a new temporary folder) holds ``workspace/`` and
+    ``submission/``; after a run, ``submission/submission.csv`` is what was graded.
+    """
+    competition = Path(competition_dir).resolve()
+    info = CompetitionInfo.load(competition)
+    if not (competition / "public").is_dir():
+        raise BenchmarkError(f"{competition} has no public/ folder")
+    work = Path(workdir).resolve() if workdir else Path(tempfile.mkdtemp(prefix=f"dacstyle-{info.id}-"))
+    for sub in ("workspace", "submission"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    grader = Benchmark(
+        name="grader",
+        entry_point="dacstyle.competitions.grader:Grader",
+        config={"competition_dir": "{bind:competition}"},
+        seed_key="",
+        methods=GRADER_METHODS,
+        agent_methods=AGENT_METHODS,
+        binds={"competition": f"{competition}:/competition:ro"},
+    )
+    return Benchmark(
+        name=f"task-{info.id}",
+        entry_point="dacstyle.competitions.task:make_task_env",
+        config={
+            "public_dir": "{bind:public}",
+            "workspace_dir": "{bind:workspace}",
+            "submission_dir": "{bind:submission}",
+            "grader_dir": "{grader}",
+            "time_limit": time_limit,
+            "max_steps": max_steps,
+            "output_limit": output_limit,
+        },
+        seed_key="",
+        binds={
+            "public": f"{competition / 'public'}:/competition/public:ro",
+            "workspace": f"{work / 'workspace'}:/workspace:rw",
+            "submission": f"{work / 'submission'}:/submission:rw",
+        },
+        grader=json_of(grader),
+    )
+
+
+def json_of(spec: Benchmark) -> dict[str, Any]:
+    """A spec as the plain dict that nests inside another spec."""
+    import json
+
+    return json.loads(spec.to_json())
+
+
+def make_task_env(public_dir: str, workspace_dir: str, submission_dir: str, grader_dir: str | None = None,
+                  **options: Any) -> TaskEnv:
+    """Build the TaskEnv inside its container, validating through the grader's agent endpoint."""
+    validator = None
+    info = None
+    if grader_dir:
+        from dacstyle.container.client.attach import attach
+
+        validator = attach(grader_dir, "grader", AGENT_METHODS)
+        info = validator.info()
+    return TaskEnv(public_dir, workspace_dir, submission_dir, validator=validator, info=info, **options)
