@@ -102,34 +102,26 @@ class RuntimeUnavailableError(ContainerError):
     """The requested container runtime is not installed or cannot run here."""
 
 
-class ServerStartError(ContainerError):
-    """The server process died or never answered the handshake.
-
-    ``stderr_tail`` holds the last lines the server wrote to its stderr.
-    """
+class _WithStderrTail(DacstyleError):
+    """An error that carries the last lines a server wrote to its stderr (``stderr_tail``)."""
 
     def __init__(self, message: str, stderr_tail: str = "") -> None:
         if stderr_tail:
             message = f"{message}\n--- server stderr (tail) ---\n{stderr_tail}"
         super().__init__(message)
         self.stderr_tail = stderr_tail
+
+
+class ServerStartError(_WithStderrTail, ContainerError):
+    """The server process died or never answered the handshake."""
 
 
 class ChannelError(DacstyleError):
     """The channel between host and server failed."""
 
 
-class ServerDiedError(ChannelError):
-    """The server went away while a call was in flight or before it.
-
-    ``stderr_tail`` holds the last lines the server wrote to its stderr.
-    """
-
-    def __init__(self, message: str, stderr_tail: str = "") -> None:
-        if stderr_tail:
-            message = f"{message}\n--- server stderr (tail) ---\n{stderr_tail}"
-        super().__init__(message)
-        self.stderr_tail = stderr_tail
+class ServerDiedError(_WithStderrTail, ChannelError):
+    """The server went away while a call was in flight or before it."""
 
 
 class CallTimeoutError(ChannelError, TimeoutError):
