@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import struct
@@ -49,6 +50,21 @@ while True:
     size, = struct.unpack("!I", recv(4))
     reply = json.dumps(json.loads(recv(size))).encode()
     conn.sendall(struct.pack("!I", len(reply)) + reply)
+"""
+
+
+PYRO_SERVER = r"""
+import sys
+from Pyro5.api import Daemon, config, expose
+config.SERIALIZER = "json"
+@expose
+class Echo:
+    def echo(self, value):
+        return value
+daemon = Daemon(unixsocket=sys.argv[1])
+daemon.register(Echo(), "echo")
+print("ready", flush=True)
+daemon.requestLoop()
 """
 
 
@@ -92,6 +108,31 @@ def raw_echo(steps: int, payload: dict) -> list[float]:
         server.wait()
         os.unlink(path)
         os.rmdir(folder)
+
+
+def pyro_echo(steps: int, payload: dict) -> list[float]:
+    """The same payload through a bare Pyro5 JSON daemon: no token, codec or guard."""
+    from Pyro5.api import Proxy
+
+    folder = tempfile.mkdtemp(prefix="dxperf-")
+    path = os.path.join(folder, "pyro.sock")
+    server = subprocess.Popen([sys.executable, "-c", PYRO_SERVER, path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        proxy = Proxy(f"PYRO:echo@./u:{path}")
+        proxy._pyroSerializer = "json"
+        proxy.echo(payload)
+        samples = []
+        for _ in range(steps):
+            started = time.perf_counter()
+            proxy.echo(payload)
+            samples.append(time.perf_counter() - started)
+        proxy._pyroRelease()
+        return samples
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def start_to_reset(runtime: str, image, starts: int) -> list[float]:
@@ -141,9 +182,11 @@ def main() -> None:
         reply_like = {"ok": {"__tuple__": [obs.tolist(), 0.5, False, False, {"instance_id": 0, "step": 1}]}}
         process_step = median_us(time_steps(env, args.steps))
     echo = median_us(raw_echo(args.steps, reply_like))
+    pyro = median_us(pyro_echo(args.steps, reply_like))
     rows = [
         ("local env.step", f"{local:.1f} us", ""),
         ("raw JSON echo, Unix socket", f"{echo:.1f} us", "1.00x echo"),
+        ("bare Pyro5 JSON echo (the channel's floor)", f"{pyro:.1f} us", f"{pyro / echo:.2f}x echo"),
         ("remote env.step (process)", f"{process_step:.1f} us", f"{process_step / echo:.2f}x echo (target <= 3x)"),
     ]
     if image is not None:
