@@ -35,6 +35,7 @@ _SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "call_timeout": (float, 60.0, "seconds a remote call may take before CallTimeoutError"),
     "start_timeout": (float, 60.0, "seconds a server may take to become ready"),
     "max_message_size": (int, 256 * 1024 * 1024, "largest frame in bytes the server accepts"),
+    "catalogue": (Path, None, "a JSON catalogue file that overrides bundled image entries"),
     "offline": (_bool, False, "use only cached images, never the network"),
     "progress": (str, "auto", "download progress bar: auto (only on a terminal), always, never"),
 }

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import dacstyle.images as images
+from dacstyle.config import config
 from dacstyle.errors import ConfigError, DigestMismatchError, ImageError, ImageFormatError, ImageNotFoundError
 from dacstyle.images import Catalogue, ImageCache, load_catalogue, parse_ref, resolve_image
 from dacstyle.images import cache as cache_module
@@ -87,6 +88,7 @@ def test_catalogue_overrides_from_env_file_and_dict(images_env, tmp_path, monkey
         "reference": "oras://127.0.0.1:5000/d/sigmoid:0.1.0", "sha256": digest, "size": 10,
         "mirrors": ["https://example.org/sigmoid.sif"]}}}))
     monkeypatch.setenv("DACSTYLE_CATALOGUE", str(path))
+    config.reset()  # settings are read from the environment at reset, as at import
     entry = load_catalogue().get("sigmoid@0.1.0")
     assert (entry.kind, entry.sha256, entry.size) == ("remote", digest, 10)
     assert entry.sources == ("oras://127.0.0.1:5000/d/sigmoid:0.1.0", "https://example.org/sigmoid.sif")

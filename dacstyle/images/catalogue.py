@@ -28,7 +28,7 @@ from .refs import normalize_sha256, parse_ref
 
 __all__ = ["CatalogueEntry", "Catalogue", "load_catalogue", "CATALOGUE_ENV", "KINDS"]
 
-CATALOGUE_ENV = "DACSTYLE_CATALOGUE"
+CATALOGUE_ENV = "DACSTYLE_CATALOGUE"  # read by dacstyle.config, like every DACSTYLE_* setting
 KINDS = ("local-build", "remote")
 _ID = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<version>[A-Za-z0-9][A-Za-z0-9_.+-]*))?$")
 
@@ -195,11 +195,13 @@ class Catalogue:
 
 
 def load_catalogue(overrides: Mapping[str, Any] | Catalogue | None = None) -> Catalogue:
-    """The effective catalogue: bundled, then ``$DACSTYLE_CATALOGUE``, then ``overrides``."""
+    """The effective catalogue: bundled, then ``config.catalogue`` ($DACSTYLE_CATALOGUE), then ``overrides``."""
+    from ..config import config
+
     if isinstance(overrides, Catalogue):
         return overrides
     result = Catalogue.bundled()
-    path = os.environ.get(CATALOGUE_ENV)
+    path = config.catalogue
     if path:
         result = Catalogue.from_file(path, base=result)
     if overrides:
