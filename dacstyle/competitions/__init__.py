@@ -8,12 +8,14 @@ from .generate import list_competitions, make_competition
 from .grader import Grader, SubmissionValidator
 from .schema import METRICS, CompetitionInfo
 from .sources import MAX_SUBMISSION_BYTES
+from .task import CompetitionTask
 from .taskenv import SHELL_PREFIX, SUBMIT, VALIDATE, TaskEnv
 
 __all__ = [
     "METRICS",
     "MAX_SUBMISSION_BYTES",
     "CompetitionInfo",
+    "CompetitionTask",
     "Grader",
     "SHELL_PREFIX",
     "SUBMIT",
