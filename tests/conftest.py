@@ -59,11 +59,27 @@ def child_pids() -> set[int]:
     return found
 
 
+def mounts_under(root: Path) -> list[str]:
+    """Mount points below ``root``."""
+    with open("/proc/self/mounts") as handle:
+        return [line.split()[1] for line in handle if line.split()[1].startswith(str(root))]
+
+
+def readline(stream, timeout: float = 60.0) -> str:
+    """One line from a subprocess pipe, or fail after ``timeout`` seconds (no hang)."""
+    import select
+
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"no line within {timeout} s"
+    return stream.readline()
+
+
 @pytest.fixture
 def no_leftovers(runs_root: Path):
-    """Fail the test if it leaves run folders or child processes behind."""
+    """Fail the test if it leaves run folders, mounts or child processes behind."""
     before = child_pids()
     yield
+    assert mounts_under(runs_root.parent) == [], "mounts left behind"
     assert run_folders(runs_root) == [], "run folders left behind"
     assert child_pids() - before == set(), "child processes left behind"
 

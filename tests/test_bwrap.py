@@ -21,7 +21,7 @@ from dacstyle.benchmarks import GymnasiumBenchmark, LubyBenchmark, SigmoidBenchm
 from dacstyle.runtimes.rundir import cleanup_stale
 from dacstyle.testing import probe_benchmark
 
-from conftest import SIF_TESTDATA, run_folders
+from conftest import SIF_TESTDATA, readline, run_folders
 from test_channel import _gone
 from test_runner import assert_identical, trajectory
 
@@ -175,7 +175,7 @@ HOST_SCRIPT = textwrap.dedent(
 def test_host_killed_with_sigkill_leaves_nothing_after_cleanup(packed_image, runs_root):
     host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, str(packed_image)], stdout=subprocess.PIPE, text=True)
     try:
-        line = host.stdout.readline()
+        line = readline(host.stdout)
         bwrap_pid, run_path = int(line.split()[0]), line.split()[1]
         host.kill()
         host.wait(5)

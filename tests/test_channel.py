@@ -25,7 +25,7 @@ from dacstyle.runtimes.process import ProcessRuntime
 from dacstyle.benchmarks import SigmoidBenchmark
 from dacstyle.testing import probe_benchmark
 
-from conftest import child_pids
+from conftest import child_pids, readline
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def _gone(pid: int) -> bool:
 def test_host_killed_with_sigkill_takes_its_server_down_within_two_seconds(runs_root):
     host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT], stdout=subprocess.PIPE, text=True)
     try:
-        line = host.stdout.readline()
+        line = readline(host.stdout)
         server_pid, run_path = int(line.split()[0]), line.split()[1]
         assert not _gone(server_pid)
         host.kill()
