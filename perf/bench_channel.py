@@ -13,6 +13,7 @@ bwrap step within 10% of the process runtime.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -85,54 +87,57 @@ def time_steps(env, steps: int) -> list[float]:
     return samples
 
 
-def raw_echo(steps: int, payload: dict) -> list[float]:
+@contextlib.contextmanager
+def echo_server(script: str) -> Iterator[str]:
+    """Run an echo server ``script`` in a subprocess on a fresh Unix socket; yields its path."""
     folder = tempfile.mkdtemp(prefix="dxperf-")
     path = os.path.join(folder, "echo.sock")
-    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, path], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "ready"
-        with socket.socket(socket.AF_UNIX) as conn:
-            conn.connect(path)
-            message = json.dumps(payload).encode()
-            frame = struct.pack("!I", len(message)) + message
-            samples = []
-            for _ in range(steps):
-                started = time.perf_counter()
-                conn.sendall(frame)
-                size, = struct.unpack("!I", conn.recv(4, socket.MSG_WAITALL))
-                json.loads(conn.recv(size, socket.MSG_WAITALL))
-                samples.append(time.perf_counter() - started)
-            return samples
+        yield path
     finally:
         server.kill()
         server.wait()
-        os.unlink(path)
-        os.rmdir(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def timed(call: Callable[[], object], steps: int) -> list[float]:
+    call()
+    samples = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def raw_echo(steps: int, payload: dict) -> list[float]:
+    """The payload as one length-prefixed JSON frame each way, no Pyro5."""
+    message = json.dumps(payload).encode()
+    frame = struct.pack("!I", len(message)) + message
+    with echo_server(ECHO_SERVER) as path, socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(path)
+
+        def call() -> None:
+            conn.sendall(frame)
+            size, = struct.unpack("!I", conn.recv(4, socket.MSG_WAITALL))
+            json.loads(conn.recv(size, socket.MSG_WAITALL))
+
+        return timed(call, steps)
 
 
 def pyro_echo(steps: int, payload: dict) -> list[float]:
     """The same payload through a bare Pyro5 JSON daemon: no token, codec or guard."""
     from Pyro5.api import Proxy
 
-    folder = tempfile.mkdtemp(prefix="dxperf-")
-    path = os.path.join(folder, "pyro.sock")
-    server = subprocess.Popen([sys.executable, "-c", PYRO_SERVER, path], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready"
+    with echo_server(PYRO_SERVER) as path:
         proxy = Proxy(f"PYRO:echo@./u:{path}")
         proxy._pyroSerializer = "json"
-        proxy.echo(payload)
-        samples = []
-        for _ in range(steps):
-            started = time.perf_counter()
-            proxy.echo(payload)
-            samples.append(time.perf_counter() - started)
-        proxy._pyroRelease()
-        return samples
-    finally:
-        server.kill()
-        server.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            return timed(lambda: proxy.echo(payload), steps)
+        finally:
+            proxy._pyroRelease()
 
 
 def start_to_reset(runtime: str, image, starts: int) -> list[float]:
@@ -149,12 +154,7 @@ def big_round_trip(runtime: str, image, repeats: int) -> float:
     array = np.random.default_rng(0).random(256 * 1024, dtype=np.float32)  # 1 MiB
     with RemoteRunner(probe_benchmark(), runtime=runtime, image=image) as runner:
         probe = runner.get_object()
-        probe.echo(array)
-        samples = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            probe.echo(array)
-            samples.append(time.perf_counter() - started)
+        samples = timed(lambda: probe.echo(array), repeats)
     return 2 * array.nbytes / statistics.median(samples) / 1e6  # MB/s, both directions
 
 

@@ -83,28 +83,27 @@ def test_sigmoid_example_runs(tmp_path):
     assert "== random agent" in done.stdout and "== static [2, 5] agent" in done.stdout
 
 
-@pytest.mark.container
-def test_readme_main_job_runs_in_a_sif_under_bwrap(packed_image, tmp_path):
-    """The README's first command, on the image CI packed (seeded into a fresh cache)."""
+def run_example(script: str, packed_image: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run an example as a user would, with the packed image seeded into a fresh cache."""
     from dacstyle.images import ImageCache
     from dacstyle.images.default import environment_key
 
     ImageCache(tmp_path / "cache").add(packed_image, ref=environment_key())
     env = {**os.environ, "DACSTYLE_CACHE": str(tmp_path / "cache"), "DACSTYLE_RUNS": str(tmp_path / "runs")}
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "sigmoid_baselines.py"), "--runtime", "bwrap",
-                           "--episodes", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.container
+def test_readme_main_job_runs_in_a_sif_under_bwrap(packed_image, tmp_path):
+    """The README's first command, on the image CI packed."""
+    done = run_example("sigmoid_baselines.py", packed_image, tmp_path, "--runtime", "bwrap", "--episodes", "2")
     assert "runtime: bwrap | image:" in done.stdout and "== static [2, 5] agent" in done.stdout
 
 
 @pytest.mark.container
 def test_competition_example_runs(packed_image, tmp_path):
-    from dacstyle.images import ImageCache
-    from dacstyle.images.default import environment_key
-
-    ImageCache(tmp_path / "cache").add(packed_image, ref=environment_key())
-    env = {**os.environ, "DACSTYLE_CACHE": str(tmp_path / "cache"), "DACSTYLE_RUNS": str(tmp_path / "runs")}
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "competition_scripted.py"), "--runtime", "bwrap"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr
+    done = run_example("competition_scripted.py", packed_image, tmp_path, "--runtime", "bwrap")
     assert "sample submission scores" in done.stdout and '"valid": true' in done.stdout
