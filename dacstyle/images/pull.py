@@ -10,7 +10,6 @@ record ``ref -> digest``. Nothing unverified ever lands under ``blobs/``.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -29,8 +28,10 @@ __all__ = ["pull", "resolve_image", "find_apptainer"]
 
 
 def find_apptainer() -> str | None:
-    """The ``apptainer`` binary, else ``singularity``, else None."""
-    return shutil.which("apptainer") or shutil.which("singularity")
+    """The ``apptainer`` binary, else ``singularity``, else None (the runtime's own lookup)."""
+    from ..runtimes.apptainer import find_binary
+
+    return find_binary()
 
 
 def resolve_image(ref: str | os.PathLike[str], *, sha256: str | None = None, offline: bool | None = None,
