@@ -14,6 +14,7 @@ from typing import Any, Callable, SupportsFloat
 import gymnasium as gym
 
 from dacstyle import codec
+from dacstyle.errors import ChannelError
 
 from .channel import Channel
 
@@ -128,10 +129,12 @@ class RemoteEnvironment(gym.Env):
         return self._remote.call("render")
 
     def close(self) -> None:
-        """Close the remote environment and release it (idempotent)."""
+        """Close the remote environment and release it (idempotent; a dead server is no error)."""
         if not self._remote.closed:
             try:
                 self._remote.call("close")
+            except ChannelError:
+                pass  # the server is gone or unreachable: there is nothing left to close
             finally:
                 self._remote.release()
 

@@ -60,12 +60,17 @@ class Server:
         env: dict[str, str] | None = None,
         gpu: bool = False,
         agent: bool = False,
+        tcp: str | None = None,
         start_timeout: float = 60.0,
         call_timeout: float = 60.0,
     ) -> "Server":
-        """Start a server and complete the handshake; on failure nothing is left behind."""
+        """Start a server and complete the handshake; on failure nothing is left behind.
+
+        ``tcp`` ("HOST:PORT", port 0 for any) serves on TCP instead of the run
+        folder's Unix socket, for a host on another node; the token still applies.
+        """
         run = RunDir.create(agent=agent)
-        spec = LaunchSpec(run=run, image=image, binds=list(binds or []), env=dict(env or {}), gpu=gpu)
+        spec = LaunchSpec(run=run, image=image, binds=list(binds or []), env=dict(env or {}), gpu=gpu, tcp=tcp)
         process: ServerProcess | None = None
         try:
             process = runtime.start(spec)
