@@ -108,6 +108,14 @@ def test_agent_code_cannot_see_private_answers_or_grader_paths(task_runner, comp
     assert "'dacstyle-grader'" in output
 
 
+def test_shell_actions_run_inside_the_task_container(task_runner):
+    _, env = task_runner
+    info = run_code(env, "#!sh\necho hello from $(hostname) in $PWD; ls /competition/public; "
+                         "head -1 /competition/public/train.csv | cut -c1-2")
+    assert info["exit_code"] == 0, info["output"]
+    assert "hello from dacstyle in /workspace" in info["output"] and "train.csv" in info["output"]
+
+
 def test_agent_side_has_no_way_to_grade(task_runner):
     runner, env = task_runner
     agent_dir = runner._grader_server.run.path / "agent"

@@ -31,6 +31,11 @@ STDLIB_SKIP_FILES = ("_tkinter", "_test", "_xxtest", "_ctypes_test", "xxlimited"
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
 GROUP = "root:x:0:\nnobody:x:65534:\n"
+SHELL_TOOLS = ("/bin/sh",) + tuple(f"/usr/bin/{name}" for name in (
+    "ls", "cat", "head", "tail", "wc", "cp", "mv", "rm", "mkdir", "env", "grep", "sed", "sort", "uniq",
+    "cut", "tr", "find", "du", "date", "sleep", "printf", "test", "true", "false", "hostname", "id"))
+"""Host programs packed at their paths (with their libraries) when the host has them."""
+
 EMPTY_DIRS = ["/tmp", "/home", "/run", "/proc", "/dev", "/sys", "/etc", "/run/dacstyle",
               "/.singularity.d/env"]
 
@@ -238,7 +243,9 @@ def collect_environment(*, full_site_packages: bool = False) -> EnvTree:
             elif not editable(top):
                 tree.add_path(host)
     _add_dacstyle(tree, site)
-    for lib in sorted(_ldd([exe, *tree.shared_objects()])):
+    # a POSIX shell and the basic tools: Apptainer's action scripts and TaskEnv's shell actions use them
+    tools = [tree.add_path(path) for path in SHELL_TOOLS if os.path.exists(path)]
+    for lib in sorted(_ldd([exe, *tools, *tree.shared_objects()])):
         tree.add_path(lib)
     for path in ("/usr/bin/python3", "/usr/local/bin/python3"):
         tree.add_symlink(path, exe)
