@@ -11,6 +11,8 @@ import pytest
 
 from dacstyle.config import config
 
+pytest_plugins = ("_servers",)  # loopback HTTP server and OCI registry fixtures
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SIF_TESTDATA = SHARED / "sif-testdata"
 

@@ -12,7 +12,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
@@ -21,7 +20,7 @@ from dacstyle.benchmarks import GymnasiumBenchmark, LubyBenchmark, SigmoidBenchm
 from dacstyle.runtimes.rundir import cleanup_stale
 from dacstyle.testing import probe_benchmark
 
-from conftest import SIF_TESTDATA, readline, run_folders
+from conftest import SIF_TESTDATA, readline
 from test_channel import _gone
 from test_runner import assert_identical, trajectory
 

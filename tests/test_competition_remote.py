@@ -12,7 +12,7 @@ from Pyro5 import errors as pyro_errors
 from Pyro5.client import Proxy
 from sklearn import metrics as skm
 
-from dacstyle import RemoteRunner, errors
+from dacstyle import RemoteRunner
 from dacstyle.agents.scripted import ScriptedCompetitionAgent
 from dacstyle.competitions import CompetitionInfo, list_competitions, make_competition
 from dacstyle.competitions.task import AGENT_METHODS, CompetitionTask

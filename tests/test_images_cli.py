@@ -14,7 +14,6 @@ from dacstyle.cli import images as images_cli
 from dacstyle.errors import DacstyleError, ImageNotFoundError
 from dacstyle.images import hash_file
 
-from _servers import big_sif, file_server, images_env, registry, sif_file  # noqa: F401  (fixtures)
 
 
 def _run(argv: list[str]) -> int:

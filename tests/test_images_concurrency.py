@@ -10,7 +10,6 @@ import pytest
 
 from dacstyle.images import hash_file
 
-from _servers import big_sif, file_server, images_env, sif_file  # noqa: F401  (fixtures)
 
 _CHILD = """
 import sys

@@ -14,9 +14,7 @@ from dacstyle.config import config
 from dacstyle.errors import DigestMismatchError, DownloadError, ImageError, ImageFormatError, ImageNotFoundError
 from dacstyle.images import hash_file, pull, resolve_image
 
-from _servers import (  # noqa: F401  (fixtures)
-    ServerProcess, big_sif, fast_retry, file_server, images_env, sif_file,
-)
+from _servers import ServerProcess, fast_retry
 
 
 def _no_bad_entry(cache) -> None:

@@ -13,7 +13,7 @@ from dacstyle.images import (
     SIF_CONFIG_MEDIA_TYPE, SIF_LAYER_MEDIA_TYPE, OrasClient, hash_file, parse_ref, pull, push, resolve_image,
 )
 
-from _servers import big_sif, fast_retry, images_env, registry, sif_file  # noqa: F401  (fixtures)
+from _servers import fast_retry
 
 try:
     from dacstyle.cli import main as cli_main

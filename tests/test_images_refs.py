@@ -15,7 +15,6 @@ from dacstyle.errors import ConfigError, DigestMismatchError, ImageError, ImageF
 from dacstyle.images import Catalogue, ImageCache, load_catalogue, parse_ref, resolve_image
 from dacstyle.images import cache as cache_module
 
-from _servers import images_env, sif_file, big_sif  # noqa: F401  (fixtures)
 
 
 def test_exported_members_are_complete():

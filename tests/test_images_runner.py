@@ -13,7 +13,6 @@ from dacstyle.config import config
 from dacstyle.images import ImageCache, hash_file, push
 from dacstyle.images.default import environment_key
 
-from _servers import file_server, registry  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.container
 

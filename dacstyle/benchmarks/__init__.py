@@ -6,7 +6,7 @@ factories ``factory(**config_overrides) -> Benchmark``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from .gym import GymnasiumBenchmark
 from .luby import LubyBenchmark, LubyEnv
