@@ -80,11 +80,14 @@ class Server:
                 location,
                 run.token("host"),
                 call_timeout=call_timeout,
-                server_gone=lambda wait, p=process: p._wait_exit(wait) is not None,
+                server_gone=lambda wait, p=process: p.wait_exit(wait) is not None,
                 stderr_tail=run.log_tail,
             )
-            server = cls(runtime, process, channel, {})
-            server.hello = server.control("hello", timeout=start_timeout)
+            control = channel.proxy(CONTROL_OBJECT)
+            try:
+                hello = channel.invoke(control, threading.Lock(), "hello", (), start_timeout)
+            finally:
+                control._pyroRelease()
         except BaseException as exc:
             if process is not None:
                 try:
@@ -98,6 +101,7 @@ class Server:
             if isinstance(exc, (ChannelError, ValueError, KeyError)):
                 raise ServerStartError(f"the server did not complete the handshake: {exc}", tail) from exc
             raise
+        server = cls(runtime, process, channel, hello)
         if server.hello.get("protocol") != PROTOCOL_VERSION:
             mine = versions()
             server.close()

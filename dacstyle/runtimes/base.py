@@ -93,7 +93,7 @@ class ServerProcess:
             if readable:
                 chunk = os.read(stdout.fileno(), 4096)
                 if not chunk:
-                    code = self._wait_exit(2.0)
+                    code = self.wait_exit(2.0)
                     raise ServerStartError(f"server exited during start-up (exit code {code})", self.run.log_tail())
                 buffer += chunk
         line = buffer.split(b"\n", 1)[0].decode("utf-8", "replace")
@@ -102,7 +102,8 @@ class ServerProcess:
         stdout.close()
         return line[len(READY_PREFIX):]
 
-    def _wait_exit(self, timeout: float) -> int | None:
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code once the process ended within ``timeout`` seconds, else None."""
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -116,9 +117,9 @@ class ServerProcess:
                     self.popen.stdin.close()
                 except OSError:
                     pass
-            if self._wait_exit(timeout / 2) is None:
+            if self.wait_exit(timeout / 2) is None:
                 self._signal(signal.SIGTERM)
-                if self._wait_exit(timeout / 2) is None:
+                if self.wait_exit(timeout / 2) is None:
                     self._signal(signal.SIGKILL)
                     self.popen.wait()
         finally:
