@@ -46,19 +46,10 @@ def run_folders(root: Path) -> list[Path]:
 
 def child_pids() -> set[int]:
     """Live (non-zombie) children of this test process."""
-    me = str(os.getpid())
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[1] == me and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
+    from dacstyle.competitions.sandbox import descendants
+
+    me = os.getpid()
+    return {pid for pid, (ppid, state) in descendants(me).items() if ppid == me and state != "Z"}
 
 
 def mounts_under(root: Path) -> list[str]:

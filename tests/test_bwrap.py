@@ -17,6 +17,7 @@ from gymnasium.utils.env_checker import check_env
 
 from dacstyle import RemoteRunner, errors
 from dacstyle.benchmarks import GymnasiumBenchmark, LubyBenchmark, SigmoidBenchmark
+from dacstyle.competitions.sandbox import descendants
 from dacstyle.runtimes.rundir import cleanup_stale
 from dacstyle.testing import probe_benchmark
 
@@ -124,29 +125,11 @@ def test_close_after_exception_leaves_no_process_and_no_mount(packed_image, no_l
     assert str(rootfs) not in mounts()
 
 
-def descendants(pid: int) -> list[int]:
-    """``pid``'s descendants in the host's PID namespace."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def test_server_killed_mid_episode_inside_the_container(packed_image, no_leftovers):
     with RemoteRunner(SigmoidBenchmark().set_seed(0), runtime="bwrap", image=packed_image) as runner:
         env = runner.get_environment()
         env.reset()
-        inside = descendants(runner.server.process.pid)
+        inside = list(descendants(runner.server.process.pid))
         assert inside, "the server runs below bwrap"
         for pid in inside:
             os.kill(pid, signal.SIGKILL)
