@@ -21,6 +21,9 @@ __all__ = ["main", "serve", "build_parser"]
 
 log = logging.getLogger("dacstyle.server")
 
+_WIND_DOWN_SECONDS = 1.0
+"""How long closing hosted objects may take once the server is told to stop."""
+
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The server's command line (shared with ``dacstyle serve``)."""
@@ -121,9 +124,16 @@ def serve(args: argparse.Namespace) -> int:
     os.dup2(2, 1)  # from now on, what the benchmark prints goes to the log, not the ready pipe
 
     stop.wait()
-    control.close_all()
-    for d in daemons:
-        d.shutdown()
+
+    def wind_down() -> None:
+        control.close_all()
+        for d in daemons:
+            d.shutdown()
+
+    # a benchmark's close() or Pyro5's shutdown must not keep a server whose host is gone alive
+    closer = threading.Thread(target=wind_down, name="wind-down", daemon=True)
+    closer.start()
+    closer.join(_WIND_DOWN_SECONDS)
     for path in (args.socket, args.agent_socket):
         if path:
             try:
