@@ -46,6 +46,17 @@ class Config:
 
     __slots__ = tuple(_SETTINGS)
 
+    # the settings, for readers and type checkers (values live in the slots)
+    runtime: str
+    cache: Path | None
+    runs: Path
+    call_timeout: float
+    start_timeout: float
+    max_message_size: int
+    catalogue: Path | None
+    offline: bool
+    progress: str
+
     def __init__(self, use_environment: bool = True, **overrides: Any) -> None:
         self.reset(use_environment)
         for name, value in overrides.items():
