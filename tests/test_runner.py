@@ -175,3 +175,27 @@ def test_object_benchmarks_are_served_with_their_method_list(no_leftovers):
         assert not hasattr(rng, "normal")
         with pytest.raises(Exception, match="serves an object"):
             runner.get_environment()
+
+
+def test_a_proxy_can_be_used_from_another_thread(no_leftovers):
+    """Pyro5 proxies belong to one thread; dacstyle's hand over safely, one call at a time."""
+    with RemoteRunner(SigmoidBenchmark().set_seed(0), runtime="process") as runner:
+        env = runner.get_environment()
+        env.reset(seed=0)
+        results: list = []
+        errors: list[BaseException] = []
+
+        def stepper() -> None:
+            try:
+                for _ in range(5):
+                    results.append(env.step(np.array([1, 1]))[1])
+            except BaseException as exc:  # reported in the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=stepper) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors and len(results) == 10
+        env.close()
