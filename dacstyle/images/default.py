@@ -64,7 +64,33 @@ def default_image(cache: ImageCache | None = None, progress: bool | None = None)
         with tempfile.TemporaryDirectory(dir=cache.root / "tmp") as tmp:
             result = pack_environment(Path(tmp) / "env.sif", progress=progress)
             log.info("%s", result.summary())
-            return cache.add(result.path, ref=key).path
+            built = cache.add(result.path, ref=key)
+        _drop_superseded(cache, built.sha256)
+        return built.path
+
+
+def _drop_superseded(cache: ImageCache, keep: str) -> None:
+    """Remove older packs of this same interpreter that nothing but local-build keys names.
+
+    Every change to the environment packs a new image (about 170 MB); the old ones
+    can always be rebuilt, so they do not pile up in the cache.
+    """
+    from .sif import open_image
+
+    interpreter = os.path.realpath(sys.executable)
+    local_ids = {entry.id for entry in load_catalogue(None) if entry.kind == "local-build"}
+    for item in cache.entries():
+        if item.sha256 == keep or not item.refs:
+            continue
+        if not all(ref.startswith("dacstyle-env@") or ref in local_ids for ref in item.refs):
+            continue  # also a pulled or user-named image: keep it
+        try:
+            labels = open_image(item.path).labels()
+        except Exception:  # an unreadable entry is for `dacstyle images prune`, not for us
+            continue
+        if labels.get("org.dacstyle.packed-from") == "environment" and labels.get("org.dacstyle.python") == interpreter:
+            cache.remove(item.sha256)
+            log.info("removed the superseded environment image sha256:%s", item.sha256[:12])
 
 
 def image_for(benchmark: Any, ref: str | os.PathLike[str] | None = None) -> Path:
