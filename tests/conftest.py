@@ -52,6 +52,61 @@ def child_pids() -> set[int]:
     return {pid for pid, (ppid, state) in descendants(me).items() if ppid == me and state != "Z"}
 
 
+def wait_gone(pids, timeout: float) -> bool:
+    """Wait until none of ``pids`` runs (zombies count as gone); False at the deadline."""
+    import time
+
+    from dacstyle.runtimes.rundir import process_alive
+
+    deadline = time.monotonic() + timeout
+    while any(process_alive(pid) for pid in pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)  # polling /proc with a deadline: a foreign process has no event to wait on
+    return True
+
+
+def trajectory(env, seed: int, actions: list) -> list:
+    """reset(seed), then each action (resetting at episode ends): every result in order."""
+    steps = [env.reset(seed=seed)]
+    for action in actions:
+        steps.append(env.step(action))
+        if steps[-1][2] or steps[-1][3]:
+            steps.append(env.reset())
+    return steps
+
+
+def local_trajectory(bench, seed: int, steps: int, action_seed: int) -> tuple[list, list]:
+    """Seeded actions and the trajectory they give on the benchmark built locally."""
+    local = bench.get_environment()
+    local.action_space.seed(action_seed)
+    actions = [local.action_space.sample() for _ in range(steps)]
+    expected = trajectory(local, seed, actions)
+    local.close()
+    return actions, expected
+
+
+def assert_identical(a, b) -> None:
+    """Bit-for-bit equality of nested observations, rewards, flags and info."""
+    import numpy as np
+
+    assert type(a) is type(b), (type(a), type(b))
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    elif isinstance(a, (tuple, list)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_identical(x, y)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_identical(a[key], b[key])
+    elif isinstance(a, (float, np.floating)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    else:
+        assert a == b
+
+
 def mounts_under(root: Path) -> list[str]:
     """Mount points below ``root``."""
     with open("/proc/self/mounts") as handle:

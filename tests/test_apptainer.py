@@ -26,7 +26,7 @@ from dacstyle.runtimes import Bind, LaunchSpec, get_runtime
 from dacstyle.runtimes.apptainer import ApptainerRuntime, SingularityRuntime
 from dacstyle.runtimes.rundir import RunDir
 
-from test_runner import assert_identical, trajectory
+from conftest import assert_identical, local_trajectory, trajectory
 
 GOLDEN = Path(__file__).parent / "golden"
 STANDIN = Path(__file__).parent / "apptainer_standin"
@@ -219,10 +219,7 @@ def test_standin_forwards_sigterm_and_unmounts(packed_image):
 def test_remote_runner_through_apptainer_backend(packed_image, no_leftovers, monkeypatch):
     monkeypatch.setenv("PATH", f"{STANDIN}:{os.environ['PATH']}")
     bench = SigmoidBenchmark().set_seed(1)
-    local = bench.get_environment()
-    local.action_space.seed(3)
-    actions = [local.action_space.sample() for _ in range(20)]
-    expected = trajectory(local, 1, actions)
+    actions, expected = local_trajectory(bench, 1, 20, action_seed=3)
     with RemoteRunner(bench, runtime="apptainer", image=packed_image) as runner:
         assert runner.runtime.describe() == {"name": "apptainer", "isolated": True,
                                              "binary": str(STANDIN / "apptainer")}

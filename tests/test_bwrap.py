@@ -21,9 +21,7 @@ from dacstyle.competitions.sandbox import descendants
 from dacstyle.runtimes.rundir import cleanup_stale
 from dacstyle.testing import probe_benchmark
 
-from conftest import SIF_TESTDATA, readline
-from test_channel import _gone
-from test_runner import assert_identical, trajectory
+from conftest import SIF_TESTDATA, assert_identical, local_trajectory, readline, trajectory, wait_gone
 
 pytestmark = pytest.mark.container
 
@@ -43,10 +41,7 @@ def mounts() -> set[str]:
 @pytest.mark.parametrize("make", CASES)
 def test_check_env_and_local_equals_remote_inside_the_sif(make, packed_image, no_leftovers):
     bench = make().set_seed(5)
-    local = bench.get_environment()
-    local.action_space.seed(1)
-    actions = [local.action_space.sample() for _ in range(30)]
-    expected = trajectory(local, 5, actions)
+    actions, expected = local_trajectory(bench, 5, 30, action_seed=1)
     with RemoteRunner(bench, runtime="bwrap", image=packed_image) as runner:
         env = runner.get_environment()
         check_env(env, skip_render_check=True)
@@ -133,9 +128,7 @@ def test_server_killed_mid_episode_inside_the_container(packed_image, no_leftove
         assert inside, "the server runs below bwrap"
         for pid in inside:
             os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while not all(_gone(pid) for pid in inside) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_gone(inside, 5.0)
         started = time.monotonic()
         with pytest.raises(errors.ServerDiedError):
             env.step(env.action_space.sample())
@@ -161,10 +154,7 @@ def test_host_killed_with_sigkill_leaves_nothing_after_cleanup(packed_image, run
         bwrap_pid, run_path = int(line.split()[0]), line.split()[1]
         host.kill()
         host.wait(5)
-        deadline = time.monotonic() + 2.0
-        while not _gone(bwrap_pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert _gone(bwrap_pid), "container outlived its host by more than 2 s"
+        assert wait_gone([bwrap_pid], 2.0), "container outlived its host by more than 2 s"
         result = subprocess.run([sys.executable, "-m", "dacstyle.cli", "cleanup"], capture_output=True, text=True,
                                 timeout=60, env={**os.environ})
         assert result.returncode == 0, result.stderr

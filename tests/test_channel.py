@@ -22,10 +22,11 @@ from dacstyle.container.client.channel import uri_for
 from dacstyle.container.protocol import CONTROL_OBJECT
 from dacstyle.runtimes import get_runtime
 from dacstyle.runtimes.process import ProcessRuntime
+from dacstyle.runtimes.rundir import process_alive
 from dacstyle.benchmarks import SigmoidBenchmark
 from dacstyle.testing import probe_benchmark
 
-from conftest import child_pids, readline
+from conftest import child_pids, readline, wait_gone
 
 
 @pytest.fixture
@@ -118,30 +119,15 @@ HOST_SCRIPT = textwrap.dedent(
 )
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def test_host_killed_with_sigkill_takes_its_server_down_within_two_seconds(runs_root):
     host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT], stdout=subprocess.PIPE, text=True)
     try:
         line = readline(host.stdout)
         server_pid, run_path = int(line.split()[0]), line.split()[1]
-        assert not _gone(server_pid)
+        assert process_alive(server_pid)
         host.kill()
         host.wait(5)
-        deadline = time.monotonic() + 2.0
-        while not _gone(server_pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert _gone(server_pid), "server outlived its host by more than 2 s"
+        assert wait_gone([server_pid], 2.0), "server outlived its host by more than 2 s"
         # what the killed host left (its run folder) is removed by cleanup
         from dacstyle.runtimes.rundir import cleanup_stale
 

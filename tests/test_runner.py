@@ -14,6 +14,8 @@ from dacstyle import RemoteRunner
 from dacstyle.agents import RandomAgent, StaticAgent
 from dacstyle.benchmarks import BENCHMARKS, Benchmark, GymnasiumBenchmark, LubyBenchmark, SigmoidBenchmark
 
+from conftest import assert_identical, local_trajectory, trajectory
+
 REMOTE_CASES = [pytest.param(factory, id=name) for name, factory in BENCHMARKS.items()] + [
     pytest.param(lambda: GymnasiumBenchmark("CartPole-v1"), id="CartPole-v1"),
     pytest.param(lambda: GymnasiumBenchmark("Pendulum-v1"), id="Pendulum-v1"),
@@ -29,42 +31,10 @@ def test_check_env_passes_on_the_remote_proxy(make, no_leftovers):
         env.close()
 
 
-def trajectory(env: gym.Env, seed: int, actions: list) -> list:
-    steps = [env.reset(seed=seed)]
-    for action in actions:
-        steps.append(env.step(action))
-        if steps[-1][2] or steps[-1][3]:
-            steps.append(env.reset())
-    return steps
-
-
-def assert_identical(a, b):
-    """Bit-for-bit equality of nested observations, rewards, flags and info."""
-    assert type(a) is type(b), (type(a), type(b))
-    if isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-    elif isinstance(a, (tuple, list)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_identical(x, y)
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert_identical(a[key], b[key])
-    elif isinstance(a, (float, np.floating)):
-        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
-    else:
-        assert a == b
-
-
 @pytest.mark.parametrize("make", REMOTE_CASES)
 def test_same_seed_same_actions_gives_identical_local_and_remote_trajectories(make, no_leftovers):
     bench = make().set_seed(11)
-    local = bench.get_environment()
-    local.action_space.seed(5)
-    actions = [local.action_space.sample() for _ in range(40)]
-    expected = trajectory(local, 11, actions)
-    local.close()
+    actions, expected = local_trajectory(bench, 11, 40, action_seed=5)
     with RemoteRunner(bench, runtime="process") as runner:
         env = runner.get_environment()
         got = trajectory(env, 11, actions)

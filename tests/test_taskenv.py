@@ -14,6 +14,7 @@ from dacstyle.agents.scripted import ScriptedCompetitionAgent
 from dacstyle.competitions import Grader, TaskEnv, list_competitions, make_competition
 from dacstyle.competitions.sandbox import descendants, is_subreaper
 from dacstyle.errors import DacstyleError
+from dacstyle.runtimes.rundir import process_alive
 
 from test_grader import sklearn_score
 
@@ -33,15 +34,6 @@ def env(comp: Path, tmp_path: Path) -> TaskEnv:
     env.reset()
     yield env
     env.close()
-
-
-def _alive(pid: int) -> bool:
-    """True if pid exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 def _pids(path: Path) -> list[int]:
@@ -112,7 +104,7 @@ def test_no_process_survives_an_action(env: TaskEnv, code: str) -> None:
     assert time.monotonic() - start < LIMIT + 4
     escaped = _pids(env.workspace_dir / "pids")
     assert escaped
-    assert not any(_alive(pid) for pid in escaped), obs
+    assert not any(process_alive(pid) for pid in escaped), obs
     assert set(descendants()) <= before
 
 

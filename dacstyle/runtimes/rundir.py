@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunDir", "runs_root", "cleanup_stale"]
+__all__ = ["RunDir", "runs_root", "cleanup_stale", "process_alive"]
 
 
 def runs_root() -> Path:
@@ -99,7 +99,8 @@ class RunDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
+    """True when ``pid`` runs and is not a zombie."""
     if not pid:
         return False
     try:
@@ -144,10 +145,10 @@ def cleanup_stale(root: Path | None = None, force: bool = False) -> list[str]:
             owner = json.loads((run / "owner.json").read_text())
         except (OSError, ValueError):
             owner = {}
-        if _alive(owner.get("host_pid")) and owner.get("host_pid") != os.getpid() and not force:
+        if process_alive(owner.get("host_pid")) and owner.get("host_pid") != os.getpid() and not force:
             continue
         server = owner.get("server_pid")
-        if server and _alive(server) and _belongs_to(server, run):
+        if server and process_alive(server) and _belongs_to(server, run):
             try:
                 os.killpg(server, signal.SIGKILL) if owner.get("server_pgid") == server else os.kill(server, signal.SIGKILL)
                 done.append(f"killed server process {server}")
