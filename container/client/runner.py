@@ -113,6 +113,7 @@ class RemoteRunner:
         self.start_timeout = start_timeout if start_timeout is not None else config.start_timeout
         self.runs_dir = Path(runs_dir) if runs_dir is not None else Path(config.runs)
         self.image: Path | None = None
+        self._image_record: dict[str, Any] | None = None
         self.grader: RemoteObject | None = None
         self._server: Server | None = None
         self._grader_server: Server | None = None
@@ -269,18 +270,17 @@ class RemoteRunner:
         return folder
 
     def _manifest(self, started: float, episodes: int) -> dict[str, Any]:
-        image = None
-        if self.image is not None:
+        if self.image is not None and self._image_record is None:
             from dacstyle.images.default import describe_image
 
-            image = describe_image(self.image)
+            self._image_record = describe_image(self.image)  # hashes a local file: once per runner
         return {
             "benchmark": json.loads(self.benchmark.to_json()),
             "seed": self.benchmark.seed,
             "episodes_requested": episodes,
             "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(),
             "runtime": self.runtime.describe(),
-            "image": image,
+            "image": self._image_record,
             "host": versions(),
             "server": self.server.hello,
             "config": to_jsonable({k: str(v) if isinstance(v, Path) else v for k, v in config.as_dict().items()}),

@@ -103,8 +103,9 @@ def image_for(benchmark: Any, ref: str | os.PathLike[str] | None = None) -> Path
     if identifier in catalogue and catalogue.get(identifier).kind == "remote":
         return resolve_image(identifier)
     path = default_image()
-    if identifier in catalogue:
-        ImageCache().record(identifier, path.stem)  # the digest a local build gave this identifier
+    cache = ImageCache()
+    if identifier in catalogue and cache.digest_for(identifier) != path.stem:
+        cache.record(identifier, path.stem)  # the digest a local build gave this identifier
     return path
 
 
