@@ -45,9 +45,7 @@ class ContainerLLMService(LLMService):
         self.runtime = get_runtime(runtime)
         self.run = RunDir.create()
         api_key = generate_api_key()
-        fd = os.open(self.run.path / "host" / "api_key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(api_key)
+        self.run.write_secret("host/api_key", api_key)
         self.spec = LaunchSpec(run=self.run, image=Path(image) if image is not None else None,
                                binds=[b if isinstance(b, Bind) else Bind.parse(b) for b in binds], gpu=gpu)
         self._teardown: list[Callable[[], None]] = []

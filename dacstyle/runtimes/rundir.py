@@ -59,11 +59,17 @@ class RunDir:
         run = cls(path)
         for side in ("host", "agent") if agent else ("host",):
             (path / side).mkdir(mode=0o700)
-            fd = os.open(path / side / "token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(32))
+            run.write_secret(f"{side}/token", secrets.token_urlsafe(32))
         run.record(host_pid=os.getpid(), mounts=[])
         return run
+
+    def write_secret(self, name: str, value: str) -> Path:
+        """Create ``name`` in the run folder, mode 0600 from the start, holding ``value``."""
+        target = self.path / name
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+        return target
 
     @property
     def has_agent(self) -> bool:
