@@ -12,7 +12,9 @@ boundary with ``raise X(...) from exc``::
     │   ├── SignatureError          a signature does not verify
     │   ├── ImageNotFoundError      no such file, catalogue entry or remote reference
     │   ├── DigestMismatchError     sha256 differs from the pinned digest
-    │   └── DownloadError           transfer failed after retries and mirrors
+    │   ├── DownloadError           transfer failed after retries and mirrors
+    │   └── CacheError              the image cache cannot be written (read-only, full disk)
+    │       └── CacheTrustError     the cache folder is not safe to use (owner, mode, symlink)
     ├── ContainerError              starting or running a container
     │   ├── RuntimeUnavailableError the requested runtime is not installed here
     │   └── ServerStartError        the server died or never became ready
@@ -41,6 +43,8 @@ __all__ = [
     "ImageNotFoundError",
     "DigestMismatchError",
     "DownloadError",
+    "CacheError",
+    "CacheTrustError",
     "ContainerError",
     "RuntimeUnavailableError",
     "ServerStartError",
@@ -92,6 +96,14 @@ class DigestMismatchError(ImageError):
 
 class DownloadError(ImageError):
     """A download failed after all retries and mirrors."""
+
+
+class CacheError(ImageError, OSError):
+    """The image cache cannot be written: a read-only folder, a full disk, a quota."""
+
+
+class CacheTrustError(CacheError, PermissionError):
+    """The image cache folder could be changed by someone else, or holds a planted symlink."""
 
 
 class ContainerError(DacstyleError):
