@@ -2,8 +2,6 @@
 
 Every setting has a default, can be overridden by a ``DACSTYLE_<NAME>`` environment
 variable, and can be changed on an instance; unknown names are rejected.
-A bad ``DACSTYLE_*`` value does not fail at import: reading that setting raises
-a :class:`~dacstyle.errors.ConfigError` naming the variable.
 ``dacstyle config`` prints the effective values.
 """
 
@@ -11,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import platformdirs
 
@@ -26,57 +24,21 @@ def _bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError("not a boolean (use 1/0, true/false, yes/no or on/off)")
-
-
-def _positive(kind: type) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"not {'an integer' if kind is int else 'a number'}") from None
-        if not number > 0 or number == float("inf"):
-            raise ValueError("must be a positive finite number")
-        return number
-
-    convert.__name__ = kind.__name__
-    return convert
-
-
-def _choice(*names: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in names:
-            raise ValueError(f"use one of {', '.join(names)}")
-        return str(value)
-
-    return convert
-
-
-class _Invalid:
-    """A bad ``DACSTYLE_*`` value, kept until the setting is read."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"<invalid: {self.message}>"
+    raise ValueError(f"not a boolean: {text!r}")
 
 
 # name -> (type converter, default, help)
 _SETTINGS: dict[str, tuple[Any, Any, str]] = {
-    "runtime": (_choice("auto", "apptainer", "singularity", "bwrap", "process"), "auto",
-                "container runtime: auto, apptainer, singularity, bwrap or process"),
+    "runtime": (str, "auto", "container runtime: auto, apptainer, singularity, bwrap or process"),
     "cache": (Path, None, "image cache folder (default: the platform's user cache folder)"),
     "runs": (Path, Path("runs"), "folder where run folders (episode logs, manifests) are written"),
-    "call_timeout": (_positive(float), 60.0, "seconds a remote call may take before CallTimeoutError"),
-    "start_timeout": (_positive(float), 60.0, "seconds a server may take to become ready"),
-    "max_message_size": (_positive(int), 256 * 1024 * 1024, "largest frame in bytes the server accepts"),
+    "call_timeout": (float, 60.0, "seconds a remote call may take before CallTimeoutError"),
+    "start_timeout": (float, 60.0, "seconds a server may take to become ready"),
+    "max_message_size": (int, 256 * 1024 * 1024, "largest frame in bytes the server accepts"),
     "catalogue": (Path, None, "a JSON catalogue file that overrides bundled image entries"),
     "shared_cache": (_bool, False, "the cache folder is shared by a group: allow group write, re-hash images on every use"),
     "offline": (_bool, False, "use only cached images, never the network"),
-    "progress": (_choice("auto", "always", "never"), "auto", "download progress bar: auto (only on a terminal), always, never"),
+    "progress": (str, "auto", "download progress bar: auto (only on a terminal), always, never"),
 }
 
 
