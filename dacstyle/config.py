@@ -66,6 +66,10 @@ class _Invalid:
         return f"INVALID {self.text!r}"
 
 
+def _half_the_memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
 # name -> (type converter, default, help)
 _SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "runtime": (_choice("auto", "apptainer", "singularity", "bwrap", "process"), "auto",
@@ -79,6 +83,14 @@ _SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "shared_cache": (_bool, False, "the cache folder is shared by a group: allow group write, re-hash images on every use"),
     "offline": (_bool, False, "use only cached images, never the network"),
     "progress": (_choice("auto", "always", "never"), "auto", "download progress bar: auto (only on a terminal), always, never"),
+    "max_submission_bytes": (_positive(int), 100 * 1024**2, "largest competition submission file the grader reads"),
+    "sandbox_tmpfs_size": (_positive(int), 2 * 1024**3, "bytes of each tmpfs in a bwrap container (/tmp, /run, $HOME)"),
+    "sandbox_max_processes": (_positive(int), 1024, "processes a container may hold (cgroup pids where "
+                              "delegated, else RLIMIT_NPROC)"),
+    "sandbox_max_memory": (_positive(int), _half_the_memory(), "bytes of data each container process may map "
+                           "(RLIMIT_DATA; default half the RAM)"),
+    "sandbox_max_file_size": (_positive(int), 8 * 1024**3, "largest file a container process may write (RLIMIT_FSIZE)"),
+    "sandbox_network": (_bool, False, "let benchmark servers reach the network (off: a private, empty network)"),
 }
 
 
@@ -98,6 +110,12 @@ class Config:
     shared_cache: bool
     offline: bool
     progress: str
+    max_submission_bytes: int
+    sandbox_tmpfs_size: int
+    sandbox_max_processes: int
+    sandbox_max_memory: int
+    sandbox_max_file_size: int
+    sandbox_network: bool
 
     def __init__(self, use_environment: bool = True, **overrides: Any) -> None:
         self.reset(use_environment)
