@@ -25,6 +25,8 @@ boundary with ``raise X(...) from exc``::
     │   └── AuthenticationError     wrong token, wrong peer, forbidden serializer
     ├── RemoteError                 raised by remote code whose type is unknown here
     ├── SubmissionError             a competition submission is malformed
+    ├── RunFolderError              a run folder is incomplete, malformed or tampered with
+    ├── MissingDependencyError      an optional dependency is not installed (names the pip command)
     └── LLMError                    an OpenAI-compatible endpoint failed
 
 Exceptions raised by remote code arrive as their own type where the host knows it;
@@ -55,6 +57,8 @@ __all__ = [
     "AuthenticationError",
     "RemoteError",
     "SubmissionError",
+    "RunFolderError",
+    "MissingDependencyError",
     "LLMError",
     "IsolationWarning",
 ]
@@ -166,6 +170,14 @@ class SubmissionError(DacstyleError, ValueError):
     def __init__(self, message: str, errors: list[dict] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or []
+
+
+class RunFolderError(DacstyleError):
+    """A run folder's manifest or episode log is missing, malformed or does not match its digests."""
+
+
+class MissingDependencyError(DacstyleError, ImportError):
+    """An optional dependency is missing; the message names the command that installs it."""
 
 
 class LLMError(DacstyleError):

@@ -7,8 +7,9 @@
         results = runner.run(agent, number_of_episodes=10)
 
 ``run`` writes a run folder on the host: ``manifest.json`` (benchmark spec, seeds,
-versions of both sides, runtime, image) and ``episodes.jsonl`` (one line per
-episode, with its steps), plus the server's log.
+the agent, versions of both sides, runtime, image, a digest of each episode) and
+``episodes.jsonl`` (one line per episode, with its steps as ``log_steps`` asks),
+plus the server's log; ``dacstyle rerun`` re-runs it from the manifest.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import logging
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,6 +28,7 @@ import numpy as np
 from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.config import config
 from dacstyle.errors import BenchmarkError
+from dacstyle.results import RunResults
 from dacstyle.runtimes import Bind, Runtime, get_runtime
 from dacstyle.runtimes.base import GRADER_DIR_INSIDE
 
@@ -53,36 +54,6 @@ def to_jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-@dataclass
-class RunResults:
-    """What ``RemoteRunner.run`` returns: per-episode return, length and wall time."""
-
-    benchmark: str
-    episodes: list[dict[str, Any]]
-    path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def returns(self) -> list[float]:
-        return [float(e["return"]) for e in self.episodes]
-
-    @property
-    def lengths(self) -> list[int]:
-        return [int(e["length"]) for e in self.episodes]
-
-    @property
-    def mean_return(self) -> float:
-        return float(np.mean(self.returns)) if self.episodes else float("nan")
-
-    def table(self) -> str:
-        """A plain-text table, one row per episode and a mean row."""
-        rows = [f"{'episode':>7}  {'return':>10}  {'length':>6}  {'wall s':>8}"]
-        for e in self.episodes:
-            rows.append(f"{e['episode']:>7}  {e['return']:>10.4f}  {e['length']:>6}  {e['wall_time_s']:>8.3f}")
-        rows.append(f"{'mean':>7}  {self.mean_return:>10.4f}  {np.mean(self.lengths) if self.episodes else 0:>6.1f}")
-        return "\n".join(rows)
 
 
 class RemoteRunner:
@@ -192,6 +163,14 @@ class RemoteRunner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __repr__(self) -> str:
+        state = "running" if self._server is not None else "stopped"
+        digest = (self._image_record or {}).get("sha256")
+        if digest is None and self.image is not None and self.image.parent.name == "sha256":
+            digest = self.image.stem  # a cached image is named by its digest
+        image = f"sha256:{digest[:12]}" if digest else (self.image.name if self.image else "none")
+        return f"<RemoteRunner {self.benchmark.name!r} runtime={self.runtime.name} image={image} {state}>"
+
     # -- proxies -------------------------------------------------------------------
     def get_environment(self) -> RemoteEnvironment:
         """A new gymnasium.Env proxy of the benchmark's environment."""
@@ -210,45 +189,57 @@ class RemoteRunner:
         return obj
 
     # -- running -------------------------------------------------------------------
-    def run(self, agent: Any, number_of_episodes: int = 1) -> RunResults:
-        """Run ``agent`` for some episodes on a fresh remote environment; log them to a run folder."""
+    def run(self, agent: Any, number_of_episodes: int = 1, log_steps: bool | int = True,
+            progress: bool | None = None) -> RunResults:
+        """Run ``agent`` for some episodes on a fresh remote environment; log them to a run folder.
+
+        ``log_steps``: True logs every step, an int N every N-th, False none (returns,
+        lengths and digests are always kept). ``progress`` shows a bar over episodes
+        (None: only in Jupyter or a terminal). An agent with ``reseed`` (the shipped
+        baselines) restarts from its seed, or the benchmark's when it has none.
+        """
         from dacstyle.agents import as_agent
         from dacstyle.agents.loop import iter_episodes
+        from dacstyle.results.log import DIGEST, EpisodeLog, check_log_steps
+        from dacstyle.results.progress import episode_bar
+        from dacstyle.results.rerun import describe_agent
 
         if number_of_episodes < 1:
             raise ValueError("number_of_episodes must be at least 1")
+        check_log_steps(log_steps)
+        reseed = getattr(agent, "reseed", None)
+        if callable(reseed):
+            reseed(self.benchmark.seed)
+        agent_record = describe_agent(agent)
         agent = as_agent(agent)
         folder = self._new_run_folder()
         env = self.get_environment()
         started = time.time()
         manifest = self._manifest(started, number_of_episodes)
+        manifest.update(agent=agent_record, log_steps=log_steps, digest=DIGEST, episodes=[])
         _write_json(folder / "manifest.json", manifest)
-        steps: list[dict[str, Any]] = []
-
-        def on_step(episode: int, t: int, action: Any, reward: Any, terminated: bool, truncated: bool, info: Any) -> None:
-            steps.append({"t": t, "action": to_jsonable(action), "reward": to_jsonable(reward),
-                          "terminated": bool(terminated), "truncated": bool(truncated), "info": to_jsonable(info)})
-
+        episode_log = EpisodeLog(folder / "episodes.jsonl", log_steps)
+        bar = episode_bar(number_of_episodes, progress, self.benchmark.name)
         episodes: list[dict[str, Any]] = []
         try:
-            with open(folder / "episodes.jsonl", "w") as log_file:
-                for record in iter_episodes(env, agent, number_of_episodes, seed=self.benchmark.seed, on_step=on_step):
-                    record = {**to_jsonable(record), "steps": steps[:]}
-                    steps.clear()
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                    episodes.append(record)
+            for record in iter_episodes(env, agent, number_of_episodes, seed=self.benchmark.seed,
+                                        on_step=episode_log.on_step, on_reset=episode_log.on_reset):
+                line = episode_log.end_episode(record)
+                episodes.append({k: v for k, v in line.items() if k != "steps"})
+                bar.update(1)
         finally:
+            bar.close()
+            episode_log.close()
             env.close()
             manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
             manifest["episodes_completed"] = len(episodes)
+            manifest["episodes"] = episode_log.digests
             _write_json(folder / "manifest.json", manifest)
             self._copy_server_log(folder)
-        summary = [{k: v for k, v in e.items() if k != "steps"} for e in episodes]
         extra = {}
         if self.grader is not None:
             extra["grade"] = self._grade(folder)
-        return RunResults(self.benchmark.name, summary, folder, extra)
+        return RunResults(self.benchmark.name, episodes, folder, extra, manifest)
 
     def _grade(self, folder: Path) -> dict[str, Any]:
         """Grade the task's submission on the host side, after the episode."""
@@ -274,6 +265,7 @@ class RemoteRunner:
             from dacstyle.images.default import describe_image
 
             self._image_record = describe_image(self.image)  # hashes a local file: once per runner
+            self._image_record["reference"] = str(self.image_ref) if self.image_ref is not None else None
         return {
             "benchmark": json.loads(self.benchmark.to_json()),
             "seed": self.benchmark.seed,

@@ -19,7 +19,7 @@ from ..errors import DacstyleError
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = ("core", "sif", "images", "containers", "competition")
+_COMMAND_MODULES = ("core", "sif", "images", "containers", "competition", "runs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,9 @@ MAGIC = b"SIF_MAGIC\x00"
 VERSION = b"01\x00"
 GROUP_MASK = 0xF0000000
 SQUASHFS_MAGIC = b"hsqs"
+#: More descriptors than any image needs (the reference implementation writes 48): a header
+#: claiming more is rejected before anything is read, so a hostile header costs no memory.
+MAX_DESCRIPTORS = 4096
 INSPECT_METADATA_NAME = "inspect-metadata.json"
 
 _HEADER = struct.Struct("<32s10s3s3s16s8q")
@@ -286,10 +289,7 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
             header = Header.parse(raw)
             if raw[42:45] != VERSION:
                 raise ImageFormatError(f"{p}: unsupported SIF version {header.version!r}")
-            if header.descriptors_total < 0 or header.descriptors_offset < HEADER_SIZE:
-                raise ImageFormatError(f"{p}: corrupt header: descriptor table at "
-                                       f"{header.descriptors_offset}, "
-                                       f"{header.descriptors_total} entries")
+            _check_table(p, header, size)
             table_size = header.descriptors_total * DESCRIPTOR_SIZE
             f.seek(header.descriptors_offset)
             table = f.read(table_size)
@@ -309,6 +309,18 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
         if d is not None:
             descriptors.append(d)
     return SifImage(p, size, header, descriptors)
+
+
+def _check_table(p: Path, header: Header, size: int) -> None:
+    """Reject a descriptor table that is absurd or lies outside the file, before reading it."""
+    total, offset = header.descriptors_total, header.descriptors_offset
+    if not 0 <= total <= MAX_DESCRIPTORS or offset < HEADER_SIZE:
+        raise ImageFormatError(f"{p}: corrupt header: descriptor table at {offset}, {total} entries "
+                               f"(at most {MAX_DESCRIPTORS} allowed)")
+    end = offset + total * DESCRIPTOR_SIZE
+    if end > size:
+        raise ImageFormatError(f"{p}: truncated at byte {size}: the descriptor table needs "
+                               f"bytes {offset}..{end}")
 
 
 def verify_image(path: str | os.PathLike[str], *, require_squashfs: bool = True) -> SifImage:
