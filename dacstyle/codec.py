@@ -13,7 +13,7 @@ with one ``"__tag__"`` key):
 ``__map__``    dict with non-string keys, or a key that looks like a tag
 ``__space__``  a gymnasium space, rebuilt as the real space class
 ``__graph__``  a gymnasium GraphInstance
-``__exc__``    an exception: type name, args, message and remote traceback
+``__exc__``    an exception: type name, args, message, attributes, remote traceback
 =============  ==================================================================
 """
 
@@ -23,7 +23,7 @@ import base64
 import builtins
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from gymnasium import spaces
@@ -124,14 +124,26 @@ def _encode_space(space: spaces.Space) -> dict[str, Any]:
 
 
 def encode_exception(exc: BaseException) -> dict[str, Any]:
-    """An exception as data: its type's qualified name, args, message and traceback."""
+    """An exception as data: its type's qualified name, args, message, traceback and attributes.
+
+    Public instance attributes (``SubmissionError.errors``, ``stderr_tail``) travel
+    in ``attrs``; one the codec cannot send is left out.
+    """
     cls = type(exc)
     tb = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(cls, exc, exc.__traceback__))
     try:
         args = encode(list(exc.args))
     except TypeError:
         args = [str(a) for a in exc.args]
-    return {"module": cls.__module__, "name": cls.__qualname__, "args": args, "message": str(exc), "traceback": tb}
+    attrs = {}
+    for key, value in vars(exc).items():
+        if not key.startswith("_") and key != "remote_traceback":
+            try:
+                attrs[key] = encode(value)
+            except TypeError:
+                pass
+    return {"module": cls.__module__, "name": cls.__qualname__, "args": args, "message": str(exc), "traceback": tb,
+            "attrs": attrs}
 
 
 # -- decoding -------------------------------------------------------------------------
@@ -186,26 +198,43 @@ def _decode_space(body: dict[str, Any]) -> spaces.Space:
     raise TypeError(f"unknown gymnasium space type {kind!r}")
 
 
-def decode_exception(body: dict[str, Any]) -> BaseException:
-    """Rebuild a remote exception as its own type when the host has already imported it.
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
-    Only modules already in ``sys.modules`` are searched: decoding never imports.
-    Unknown types, and types whose constructor rejects the args, become
-    :class:`~dacstyle.errors.RemoteError`. ``remote_traceback`` is set either way.
+
+def _exception_types(candidates: Any) -> dict[str, type]:
+    return {_qualified(t): t for t in candidates if isinstance(t, type) and issubclass(t, Exception)}
+
+
+_KNOWN_EXCEPTIONS = {**_exception_types(vars(builtins).values()),
+                     **_exception_types(getattr(errors, n) for n in errors.__all__)}
+"""The allow-list every side shares: builtin exceptions and dacstyle's error tree."""
+
+
+def decode_exception(body: dict[str, Any], allowed: Iterable[type] = ()) -> BaseException:
+    """Rebuild a remote exception from the allow-list: builtins, dacstyle's tree and ``allowed``.
+
+    Nothing is imported and no module is searched: a type not on the list (or whose
+    constructor rejects the args) arrives as :class:`~dacstyle.errors.RemoteError`
+    with the remote type name. Attributes are restored; ``remote_traceback`` is set.
     """
-    module, name, message, tb = body.get("module"), body.get("name"), body.get("message", ""), body.get("traceback")
+    body = body if isinstance(body, dict) else {}
+    remote_type = f"{body.get('module')}.{body.get('name')}"
+    message = str(body.get("message", ""))
+    tb = body.get("traceback") if isinstance(body.get("traceback"), str) else None
     args = decode(body.get("args", []))
-    cls: Any = sys.modules.get(module) if isinstance(module, str) else None
-    for part in (name or "").split(".") if cls is not None else ():
-        cls = getattr(cls, part, None)
-    exc: BaseException | None = None
-    if isinstance(cls, type) and issubclass(cls, Exception) and cls is not builtins.BaseException:
-        try:
-            exc = cls(*args)
-        except Exception:
-            exc = None
+    cls = _KNOWN_EXCEPTIONS.get(remote_type) or _exception_types(allowed).get(remote_type)
+    exc = _instantiate(cls, args if isinstance(args, list) else []) if cls is not None else None
     if exc is None:
-        exc = errors.RemoteError(message, remote_type=f"{module}.{name}", remote_traceback=tb)
+        exc = errors.RemoteError(message, remote_type=remote_type, remote_traceback=tb)
+    else:
+        attrs = body.get("attrs")
+        for key, value in (attrs.items() if isinstance(attrs, dict) else ()):
+            if isinstance(key, str) and key.isidentifier() and not key.startswith("_"):
+                try:
+                    setattr(exc, key, decode(value))
+                except (AttributeError, TypeError):
+                    pass  # a read-only attribute keeps the value the constructor gave it
     try:
         exc.remote_traceback = tb  # type: ignore[attr-defined]
     except AttributeError:
@@ -213,6 +242,20 @@ def decode_exception(body: dict[str, Any]) -> BaseException:
     if tb:
         exc.add_note(f"--- remote traceback ---\n{tb.rstrip()}")
     return exc
+
+
+def _instantiate(cls: type, args: list) -> BaseException | None:
+    """``cls(*args)``; if the constructor wants other arguments, an instance with ``args`` set."""
+    try:
+        return cls(*args)
+    except Exception:
+        pass
+    try:
+        exc = cls.__new__(cls)
+        exc.args = tuple(args)
+        return exc
+    except Exception:
+        return None
 
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {

@@ -9,18 +9,20 @@ at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
+from dacstyle import codec
 from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.errors import ChannelError, DacstyleError, ProtocolMismatchError, ServerStartError
 from dacstyle.runtimes import Bind, LaunchSpec, Runtime, ServerProcess
 from dacstyle.runtimes.rundir import RunDir
 
-from ..protocol import CONTROL_OBJECT, PROTOCOL_VERSION, versions
+from ..protocol import CONTROL_OBJECT, check_versions
 from .channel import Channel
 from .proxies import RemoteEnvironment, RemoteHandle, RemoteObject, make_remote_object
 
@@ -102,13 +104,11 @@ class Server:
                 raise ServerStartError(f"the server did not complete the handshake: {exc}", tail) from exc
             raise
         server = cls(runtime, process, channel, hello)
-        if server.hello.get("protocol") != PROTOCOL_VERSION:
-            mine = versions()
+        try:
+            check_versions(hello)
+        except ProtocolMismatchError:
             server.close()
-            raise ProtocolMismatchError(
-                f"protocol mismatch: host speaks {PROTOCOL_VERSION} (dacstyle {mine['dacstyle']}), server speaks "
-                f"{server.hello.get('protocol')} (dacstyle {server.hello.get('dacstyle')})"
-            )
+            raise
         return server
 
     def control(self, method: str, *args: Any, timeout: float | None = None) -> Any:
@@ -117,7 +117,8 @@ class Server:
 
     def create(self, benchmark: Benchmark) -> RemoteEnvironment | RemoteObject:
         """Build ``benchmark`` on the server; returns an environment or object proxy."""
-        description = self.channel.unwrap(self.control("create", benchmark.to_json()))
+        spec = codec.encode(dataclasses.asdict(benchmark))  # codec data in the frame, not a JSON string inside it
+        description = self.channel.unwrap(self.control("create", spec))
         handle = RemoteHandle(self.channel, description["id"], release=self._release)
         self._handles.append(handle)
         if description["kind"] == "environment":
