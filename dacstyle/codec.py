@@ -14,7 +14,14 @@ with one ``"__tag__"`` key):
 ``__space__``  a gymnasium space, rebuilt as the real space class
 ``__graph__``  a gymnasium GraphInstance
 ``__exc__``    an exception: type name, args, message, attributes, remote traceback
+``__cs__``     a ConfigSpace ``ConfigurationSpace``: ``{"json": its own serialised
+               dict, "meta": the space's meta, which that leaves out}``
+``__config__`` a ConfigSpace ``Configuration``: ``{"space": __cs__ body, "values": ...}``
 =============  ==================================================================
+
+ConfigSpace values travel only when ConfigSpace is installed on the sending side
+(it is, if such a value exists); the receiving side imports it, and nothing else,
+to rebuild them, or raises an error naming the install command.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from . import errors
 
 __all__ = ["encode", "decode", "encode_exception", "decode_exception"]
 
-_TAGS = frozenset({"__nd__", "__np__", "__tuple__", "__bytes__", "__map__", "__space__", "__graph__", "__exc__"})
+_TAGS = frozenset({"__nd__", "__np__", "__tuple__", "__bytes__", "__map__", "__space__", "__graph__", "__exc__",
+                   "__cs__", "__config__"})
 
 
 def _b64(data: bytes) -> str:
@@ -92,6 +100,8 @@ def encode(value: Any) -> Any:
         return {"__space__": _encode_space(value)}
     if isinstance(value, BaseException):
         return {"__exc__": encode_exception(value)}
+    if sys.modules.get("ConfigSpace") is not None and (tagged := _encode_configspace(value)) is not None:
+        return tagged
     raise TypeError(f"cannot send a value of type {type(value).__module__}.{type(value).__qualname__}")
 
 
@@ -121,6 +131,21 @@ def _encode_space(space: spaces.Space) -> dict[str, Any]:
     if isinstance(space, spaces.OneOf):
         return {"type": "OneOf", "spaces": [_encode_space(s) for s in space.spaces]}
     raise TypeError(f"cannot send a gymnasium space of type {kind}")
+
+
+def _encode_configspace(value: Any) -> dict[str, Any] | None:
+    """A ConfigurationSpace or Configuration as a tagged tree; None for anything else."""
+    import ConfigSpace  # already imported: the caller checked sys.modules
+
+    def space(cs: Any) -> dict[str, Any]:
+        return {"json": encode(cs.to_serialized_dict()), "meta": encode(cs.meta)}
+
+    if isinstance(value, ConfigSpace.ConfigurationSpace):
+        return {"__cs__": space(value)}
+    if isinstance(value, ConfigSpace.Configuration):
+        values = {k: v.item() if isinstance(v, np.generic) else v for k, v in value.items()}
+        return {"__config__": {"space": space(value.config_space), "values": encode(values)}}
+    return None
 
 
 def encode_exception(exc: BaseException) -> dict[str, Any]:
@@ -198,6 +223,28 @@ def _decode_space(body: dict[str, Any]) -> spaces.Space:
     raise TypeError(f"unknown gymnasium space type {kind!r}")
 
 
+def _configspace() -> Any:
+    """The ConfigSpace module, or an error naming the command that installs it."""
+    try:
+        import ConfigSpace
+    except ImportError as exc:
+        raise errors.MissingDependencyError(
+            'a ConfigSpace value arrived but ConfigSpace is not installed here: pip install "dacstyle[hpo]"'
+        ) from exc
+    return ConfigSpace
+
+
+def _decode_space_json(body: dict[str, Any]) -> Any:
+    space = _configspace().ConfigurationSpace.from_serialized_dict(decode(body["json"]))
+    space.meta = decode(body["meta"])
+    return space
+
+
+def _decode_configuration(body: dict[str, Any]) -> Any:
+    space = _decode_space_json(body["space"])
+    return _configspace().Configuration(space, values=decode(body["values"]))
+
+
 def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -267,6 +314,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "__space__": _decode_space,
     "__graph__": lambda body: spaces.GraphInstance(*(decode(v) for v in body)),
     "__exc__": decode_exception,
+    "__cs__": _decode_space_json,
+    "__config__": _decode_configuration,
 }
 
 

@@ -173,17 +173,27 @@ class RemoteRunner:
 
     # -- proxies -------------------------------------------------------------------
     def get_environment(self) -> RemoteEnvironment:
-        """A new gymnasium.Env proxy of the benchmark's environment."""
+        """A new gymnasium.Env proxy of the benchmark's environment.
+
+        A spec with ``methods`` serves an object (BenchmarkError: use get_object());
+        one without that builds no environment fails with a BenchmarkError saying so.
+        """
         if not self.benchmark.is_environment:
-            raise BenchmarkError(f"{self.benchmark.name!r} serves an object; use get_object()")
+            kind = "a callable" if "__call__" in (self.benchmark.methods or ()) else "an object"
+            raise BenchmarkError(f"{self.benchmark.name!r} serves {kind} (methods {self.benchmark.methods}); "
+                                 "use get_object()")
         env = self.server.create(self._spec)
         assert isinstance(env, RemoteEnvironment)
         return env
 
     def get_object(self) -> RemoteObject:
-        """A new proxy of the benchmark's object, with exactly its served methods."""
+        """A new proxy of the benchmark's object, with exactly its served methods.
+
+        With ``"__call__"`` among them the proxy is callable: ``obj(config, fidelity=...)``.
+        """
         if self.benchmark.is_environment:
-            raise BenchmarkError(f"{self.benchmark.name!r} serves an environment; use get_environment()")
+            raise BenchmarkError(f"{self.benchmark.name!r} lists no methods, so it is served as an environment: "
+                                 "use get_environment(), or give its spec methods=[...] to serve an object")
         obj = self.server.create(self._spec)
         assert isinstance(obj, RemoteObject)
         return obj
