@@ -46,9 +46,9 @@ def describe_agent(agent: Any) -> dict[str, Any]:
         record.setdefault("seed", None)
         return record
     inner = getattr(agent, "policy", agent)
-    kind = type(inner)
+    named = inner if hasattr(inner, "__qualname__") else type(inner)  # a function, else its class
     return {"entry_point": None, "config": None, "seed": getattr(inner, "seed", None),
-            "class": f"{kind.__module__}:{kind.__qualname__}", "repr": repr(agent)[:200]}
+            "class": f"{named.__module__}:{named.__qualname__}", "repr": repr(agent)[:200]}
 
 
 def build_agent(record: dict[str, Any] | None, env: Any) -> Any:

@@ -142,7 +142,9 @@ class RunResults:
         except ImportError as exc:
             raise MissingDependencyError('to_frame() needs pandas: pip install "dacstyle[notebook]"') from exc
         columns = ["episode", "return", "length", "wall_time_s", "seed"]
-        return pd.DataFrame([{k: e.get(k) for k in columns} for e in self.episodes], columns=columns)
+        frame = pd.DataFrame([{k: e.get(k) for k in columns} for e in self.episodes], columns=columns)
+        frame["seed"] = frame["seed"].astype("object").where(frame["seed"].notna(), None)
+        return frame
 
 
 def _fmt(value: Any) -> str:
