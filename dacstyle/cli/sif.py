@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="definition file to store in the image (directory packs)")
     p.add_argument("--label", action="append", default=[], metavar="K=V",
                    help="label to store in the image; repeatable")
-    p.add_argument("--compression", default=None, metavar="ALG",
+    p.add_argument("--compression", default=None, metavar="ALG", choices=("gzip", "lz4", "zstd", "xz", "lzo"),
                    help="mksquashfs compressor: gzip (directory default), lz4 (environment "
                         "default), zstd, xz")
     p.add_argument("--level", type=int, default=None, help="compression level")
@@ -102,7 +102,12 @@ def _pack(args: argparse.Namespace) -> int:
     from ..images import pack
 
     labels = _labels(args.label)
+    if args.deffile is not None and not args.deffile.is_file():
+        raise ImageError(f"--deffile {args.deffile}: no such file")
     deffile = args.deffile.read_text() if args.deffile else None
+    out = Path(args.paths[-1])
+    if not out.parent.is_dir():
+        raise ImageError(f"cannot write {out}: folder {out.parent} does not exist")
     if args.from_env:
         if len(args.paths) != 1:
             raise ImageError("pack --from-env takes only OUT.sif")
