@@ -122,7 +122,7 @@ class ImageCache:
     def _ensure(self) -> None:
         """Create the cache's folders where missing and check that nobody else can change them."""
         check_root(self.root, shared=self.shared)
-        make_folder(self.root, shared=self.shared)
+        make_folder(self.root, shared=self.shared, sticky=False)
         for sub in ("blobs", "blobs/sha256", "tmp", "locks"):
             make_folder(self.root / sub, shared=self.shared)
 

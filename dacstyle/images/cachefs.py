@@ -86,9 +86,14 @@ def check_root(root: Path, *, shared: bool) -> None:
         raise CacheTrustError(f"image cache {root} {problem}{advice}")
 
 
-def make_folder(path: Path, *, shared: bool) -> None:
-    """Create ``path`` (and missing parents up to the cache root) if needed, then check it."""
-    mode = 0o3775 if shared else 0o755  # shared: group inherits (setgid), no one removes others' files (sticky)
+def make_folder(path: Path, *, shared: bool, sticky: bool = True) -> None:
+    """Create ``path`` (and missing parents up to the cache root) if needed, then check it.
+
+    In a shared cache the group inherits the folder (setgid) and, with ``sticky``, members
+    cannot rename or delete each other's files; the root is not sticky, since every member
+    replaces the one index file there.
+    """
+    mode = (0o3775 if sticky else 0o2775) if shared else 0o755
     try:
         path.mkdir(mode=mode, parents=True, exist_ok=True)
     except OSError as exc:
@@ -97,7 +102,7 @@ def make_folder(path: Path, *, shared: bool) -> None:
     if shared and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != mode:
         os.chmod(path, mode)  # mkdir's mode passes through the umask and never sets the sticky bit
         info = os.lstat(path)
-    problem = _trust_problem(path, info, shared, sticky_needed=True)
+    problem = _trust_problem(path, info, shared, sticky_needed=sticky)
     if problem:
         raise CacheTrustError(f"image cache folder {path} {problem}")
 

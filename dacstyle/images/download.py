@@ -14,7 +14,7 @@ The partial file is only ever reopened when it is this user's own regular file
 (``O_NOFOLLOW``, one link); anything else there (a planted symlink, a hard link
 to someone's file) is removed, not followed, and a fresh file is created with
 ``O_EXCL|O_NOFOLLOW``. A failed write (full disk, read-only folder, quota) is a
-:class:`~dacstyle.errors.CacheError` and deletes the partial file.
+:class:`~dacstyle.errors.CacheError` (the caller, :func:`~dacstyle.images.pull`, deletes the partial file).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import requests
 import urllib3
 
 from ..config import config
-from ..errors import CacheError, ConfigError, DigestMismatchError, DownloadError
+from ..errors import ConfigError, DigestMismatchError, DownloadError
 from .cachefs import open_existing, replace_file, write_error
 
 __all__ = ["RetryPolicy", "fetch", "drop_partial", "progress_enabled", "make_progress"]
@@ -148,9 +148,6 @@ def fetch(
                 except _Permanent as exc:
                     failures.append(f"{url}: {exc}")
                     break
-                except CacheError:
-                    drop_partial(part)  # a full or read-only disk: nothing half-made stays behind
-                    raise
                 if size is not None and length != size:
                     drop_partial(part)
                     failures.append(f"{url}: got {length} bytes, expected {size}")
