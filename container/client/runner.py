@@ -252,15 +252,15 @@ class RemoteRunner:
         return RunResults(self.benchmark.name, episodes, folder, extra, manifest)
 
     def _grade(self, folder: Path) -> dict[str, Any]:
-        """Grade the task's submission on the host side, after the episode."""
+        """Grade the task's submission after the episode: the host asks, the grader reads.
+
+        The grader opens ``submission.csv`` in its read-only submission bind (no link
+        followed, size capped); the host never opens a path the agent could have made.
+        """
         assert self.grader is not None
-        if "submission" not in self.benchmark.binds:
+        if "submission" not in (self.benchmark.grader or {}).get("binds", {}):
             raise BenchmarkError(f"{self.benchmark.name!r} has a grader but no 'submission' bind to grade")
-        submission = Path(Bind.parse(self.benchmark.binds["submission"]).src) / "submission.csv"
-        if submission.is_file():
-            report = self.grader.grade(submission.read_bytes())  # type: ignore[attr-defined]
-        else:
-            report = {"valid": False, "score": None, "errors": [{"code": "missing", "message": "no submission.csv"}]}
+        report = self.grader.grade({"path": "submission.csv"})  # type: ignore[attr-defined]
         _write_json(folder / "grade.json", to_jsonable(report))
         return report
 
