@@ -42,7 +42,8 @@ def rich_space(seed: int | None = None) -> ConfigurationSpace:
     space.add([kernel, degree, gamma, Constant("c", 3), Float("noise", (-3.0, 3.0), distribution=Normal(0.0, 1.0)),
                OrdinalHyperparameter("size", ["s", "m", "l"]), Integer("layers", (1, 8), log=True)])
     space.add([EqualsCondition(degree, kernel, "poly"), InCondition(gamma, kernel, ["rbf", "poly"])])
-    space.add(ForbiddenAndConjunction(ForbiddenEqualsClause(kernel, "linear"), ForbiddenEqualsClause(space["size"], "l")))
+    space.add(ForbiddenAndConjunction(ForbiddenEqualsClause(kernel, "linear"),
+                                      ForbiddenEqualsClause(space["size"], "l")))
     return space
 
 
@@ -52,7 +53,8 @@ def test_a_configuration_space_crosses_as_the_same_real_space():
     back = wire(space)
     assert type(back) is ConfigurationSpace and back == space
     assert back.name == "rich" and back.meta == space.meta
-    assert list(back.conditions) == list(space.conditions) and list(back.forbidden_clauses) == list(space.forbidden_clauses)
+    assert list(back.conditions) == list(space.conditions)
+    assert list(back.forbidden_clauses) == list(space.forbidden_clauses)
     assert codec.encode(space)["__cs__"]["json"]["hyperparameters"][0]["name"] == "c"  # ConfigSpace's own serialisation
 
 

@@ -45,7 +45,7 @@ def _servable(method: Any) -> bool:
     return method == "__call__" or (isinstance(method, str) and method.isidentifier() and not method.startswith("_"))
 
 
-ENV_ATTRIBUTES = ("reset", "step", "observation_space", "action_space")
+_ENV_ATTRIBUTES = ("reset", "step", "observation_space", "action_space")
 """What a built object needs to be served as an environment."""
 
 
@@ -197,7 +197,7 @@ class Benchmark:
             raise
         except Exception as exc:
             raise BenchmarkError(f"building {self.name!r} with {self.entry_point}: {exc!r}") from exc
-        missing = [a for a in ENV_ATTRIBUTES if not hasattr(target, a)] if self.is_environment else []
+        missing = [a for a in _ENV_ATTRIBUTES if not hasattr(target, a)] if self.is_environment else []
         if missing:
             raise BenchmarkError(
                 f"{self.name!r} built a {type(target).__name__}, not an environment (no {', '.join(missing)}): "
