@@ -160,6 +160,25 @@ def test_a_planted_part_symlink_is_removed_not_followed(other_user, public_dir, 
     assert stat.S_IMODE(os.stat(cache.root / "tmp").st_mode) == 0o3775
 
 
+def test_members_share_images_and_cannot_delete_each_others(other_user, public_dir, file_server, big_sif,
+                                                            sif_file):
+    cache = _shared_cache(public_dir / "cache", other_user.pw_gid)
+    url = file_server.add("big.sif", big_sif)
+    as_user(other_user, lambda: pull(url, cache=ImageCache(cache.root, shared=True), retry=fast_retry()))
+    image = pull(url, cache=cache, retry=fast_retry())  # the member's download, re-hashed, no request
+    assert image.path.stat().st_uid == other_user.pw_uid and len(file_server.gets("big.sif")) == 1
+    mine = cache.add(sif_file, ref="small@1")
+    with open(mine.path, "r+b") as handle:  # bit rot in root's image
+        handle.seek(mine.size - 8)
+        handle.write(b"rotten!!")
+
+    def member_uses_it() -> None:
+        with pytest.raises(CacheTrustError, match="cannot remove .* belongs to uid 0"):
+            ImageCache(cache.root, shared=True).lookup("small@1")
+    as_user(other_user, member_uses_it)
+    assert cache.lookup("small@1") is None and not mine.path.exists()  # its owner can drop it
+
+
 def test_a_resumable_part_of_someone_else_is_not_resumed(other_user, public_dir, file_server, big_sif):
     cache = _shared_cache(public_dir / "cache", other_user.pw_gid)
     url = file_server.add("big.sif", big_sif)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..config import config
-from ..errors import CacheError, DigestMismatchError, DownloadError, ImageFormatError, ImageNotFoundError
+from ..errors import CacheError, CacheTrustError, DigestMismatchError, DownloadError, ImageFormatError, ImageNotFoundError
 from .cachefs import check_root, flocked, make_folder, open_existing, write_error
 
 __all__ = ["CachedImage", "ImageCache", "hash_file", "verify_sif", "CHUNK"]
@@ -295,7 +295,7 @@ class ImageCache:
     # -- removing ----------------------------------------------------------------
     def _discard(self, sha256: str) -> None:
         """Forget a blob's stat record and delete the file (its refs stay, so it is refetched)."""
-        self.blob_path(sha256).unlink(missing_ok=True)
+        _unlink(self.blob_path(sha256))
         self._update_index(lambda index: index["blobs"].pop(sha256, None))
 
     def remove(self, ref_or_digest: str) -> list[str]:
@@ -325,7 +325,7 @@ class ImageCache:
                     index["refs"].pop(key, None)
             for sha in victims:
                 index["blobs"].pop(sha, None)
-                self.blob_path(sha).unlink(missing_ok=True)
+                _unlink(self.blob_path(sha))
                 removed.append(sha)
 
         self._update_index(change)
@@ -339,8 +339,9 @@ class ImageCache:
                 self.remove(item.sha256)
                 deleted.append(item.path)
         for part in sorted((self.root / "tmp").glob("*")) if (self.root / "tmp").exists() else []:
-            part.unlink(missing_ok=True)
-            deleted.append(part)
+            with contextlib.suppress(PermissionError):  # another member's download in a shared cache
+                part.unlink(missing_ok=True)
+                deleted.append(part)
         index = self._read_index()
         blob_dir = self.root / "blobs" / "sha256"
         for blob in sorted(blob_dir.glob("*.sif")) if blob_dir.exists() else []:
@@ -361,6 +362,15 @@ class ImageCache:
 
     def __repr__(self) -> str:
         return f"ImageCache({str(self.root)!r})"
+
+
+def _unlink(blob: Path) -> None:
+    """Delete an image file; CacheTrustError when it is another member's (sticky folder)."""
+    try:
+        blob.unlink(missing_ok=True)
+    except OSError as exc:
+        raise CacheTrustError(f"cannot remove {blob} ({exc.strerror}): it belongs to uid "
+                              f"{os.lstat(blob).st_uid}; ask them or the cache's owner to delete it") from exc
 
 
 def _key_hash(key: str) -> str:

@@ -22,7 +22,7 @@ import struct
 import uuid as _uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from dacstyle.errors import ImageFormatError, ImageNotFoundError
 
@@ -216,14 +216,21 @@ class SifImage:
         return self.primary_partition().size
 
     def read_object(self, descriptor: Descriptor) -> bytes:
-        """The bytes of one data object."""
+        """The bytes of one (small) data object."""
+        return b"".join(self.iter_object(descriptor))
+
+    def iter_object(self, descriptor: Descriptor, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes of one data object in chunks: hashing a multi-GB partition takes bounded memory."""
         with open(self.path, "rb") as f:
             f.seek(descriptor.offset)
-            data = f.read(descriptor.size)
-        if len(data) != descriptor.size:
-            raise ImageFormatError(f"{self.path}: object {descriptor.id} truncated at byte "
-                                   f"{descriptor.offset + len(data)}")
-        return data
+            done = 0
+            while done < descriptor.size:
+                data = f.read(min(chunk, descriptor.size - done))
+                if not data:
+                    raise ImageFormatError(f"{self.path}: object {descriptor.id} truncated at byte "
+                                           f"{descriptor.offset + done}")
+                done += len(data)
+                yield data
 
     def find(self, data_type: str, name: str | None = None) -> list[Descriptor]:
         """Descriptors of one data type (and name, when given), in id order."""
