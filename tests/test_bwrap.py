@@ -21,7 +21,7 @@ from dacstyle.competitions.sandbox import descendants
 from dacstyle.runtimes.rundir import cleanup_stale
 from dacstyle.testing import probe_benchmark
 
-from conftest import SIF_TESTDATA, assert_identical, local_trajectory, readline, trajectory, wait_gone
+from conftest import SIF_TESTDATA, assert_identical, dacstyle_inside, local_trajectory, readline, trajectory, wait_gone
 
 pytestmark = pytest.mark.container
 
@@ -195,7 +195,7 @@ def test_image_whose_python_lacks_dacstyle_fails_fast_with_stderr(packed_image, 
 
     site = json.loads(json.dumps(open_image(packed_image).labels())).get("org.dacstyle.python")
     assert site, "packed images carry their interpreter path"
-    inside = _image_site_packages(packed_image) + "/dacstyle"
+    inside = dacstyle_inside()
     started = time.monotonic()
     with pytest.raises(errors.ServerStartError, match="No module named") as info:
         RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=packed_image, binds=[f"{empty}:{inside}:ro"]).start()
@@ -203,8 +203,3 @@ def test_image_whose_python_lacks_dacstyle_fails_fast_with_stderr(packed_image, 
     assert "dacstyle" in str(info.value)
     assert installed.exists()
 
-
-def _image_site_packages(image: Path) -> str:
-    import sysconfig
-
-    return sysconfig.get_paths()["purelib"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import secrets
 import shutil
 import time
@@ -33,6 +34,7 @@ from dacstyle.runtimes import Bind, Runtime, get_runtime
 from dacstyle.runtimes.base import GRADER_DIR_INSIDE
 
 from ..protocol import versions
+from .localcode import CODE_INSIDE, LocalModule, local_modules
 from .proxies import RemoteEnvironment, RemoteObject
 from .server import Server
 
@@ -89,6 +91,7 @@ class RemoteRunner:
         self._server: Server | None = None
         self._grader_server: Server | None = None
         self._spec = benchmark
+        self.local_code: list[LocalModule] = []
         log.info("RemoteRunner(%s): runtime %s", benchmark.name, self.runtime.name)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -120,16 +123,29 @@ class RemoteRunner:
         return self
 
     def _binds(self, spec: Benchmark, extra: list[Bind]) -> tuple[list[Bind], dict[str, str]]:
+        """The spec's named binds, plus its entry point's module when that lives beside the user."""
         named = {name: Bind.parse(text) for name, text in spec.binds.items()}
         paths = {f"bind:{name}": self.runtime.path_inside(bind) for name, bind in named.items()}
-        return [*extra, *named.values()], paths
+        code = local_modules([spec.entry_point])
+        self.local_code += [m for m in code if m not in self.local_code]
+        code_binds = [Bind(str(m.path), f"{CODE_INSIDE}/{m.path.name}") for m in code]
+        return [*extra, *named.values(), *code_binds], paths
+
+    def _env(self, binds: list[Bind]) -> dict[str, str]:
+        """The server's environment: the user's, with the local code's folders first on PYTHONPATH."""
+        code = [self.runtime.path_inside(b) for b in binds if b.dst.startswith(CODE_INSIDE + "/")]
+        if not code:
+            return self.env
+        folders = list(dict.fromkeys(os.path.dirname(path) for path in code))
+        inherited = [self.env.get("PYTHONPATH", "")] + ([] if self.runtime.isolated else [os.environ.get("PYTHONPATH", "")])
+        return {**self.env, "PYTHONPATH": os.pathsep.join([*folders, *filter(None, inherited)])}
 
     def _start_server(self, binds: list[Bind], agent: bool = False) -> Server:
         return Server.start(
             self.runtime,
             image=self.image,
             binds=binds,
-            env=self.env,
+            env=self._env(binds),
             gpu=self.gpu,
             agent=agent,
             start_timeout=self.start_timeout,
@@ -283,6 +299,7 @@ class RemoteRunner:
             "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(),
             "runtime": self.runtime.describe(),
             "image": self._image_record,
+            "local_code": [module.record() for module in self.local_code],
             "host": versions(),
             "server": self.server.hello,
             "config": to_jsonable({k: str(v) if isinstance(v, Path) else v for k, v in config.as_dict().items()}),

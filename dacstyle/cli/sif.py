@@ -37,9 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="DIR OUT.sif, or only OUT.sif with --from-env")
     p.add_argument("--from-env", action="store_true",
-                   help="pack the running Python environment instead of a directory")
-    p.add_argument("--full-site-packages", action="store_true",
-                   help="with --from-env: all of site-packages, not only dacstyle's requirements")
+                   help="pack the running Python environment (every installed package) instead of a directory")
     p.add_argument("--deffile", type=Path, metavar="F",
                    help="definition file to store in the image (directory packs)")
     p.add_argument("--label", action="append", default=[], metavar="K=V",
@@ -113,8 +111,7 @@ def _pack(args: argparse.Namespace) -> int:
             raise ImageError("pack --from-env takes only OUT.sif")
         comp = args.compression or pack.DEFAULT_COMPRESSION[0]
         level = args.level if args.compression else pack.DEFAULT_COMPRESSION[1]
-        result = pack.pack_environment(args.paths[0], full_site_packages=args.full_site_packages,
-                                       labels=labels, compression=comp, compression_level=level)
+        result = pack.pack_environment(args.paths[0], labels=labels, compression=comp, compression_level=level)
     else:
         if len(args.paths) != 2:
             raise ImageError("pack needs DIR and OUT.sif (or --from-env OUT.sif)")

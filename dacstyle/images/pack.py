@@ -179,27 +179,26 @@ def _deffile_text(tree: EnvTree, labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def pack_environment(out_sif: str | os.PathLike[str], *, full_site_packages: bool = False,
-                     labels: dict[str, str] | None = None,
+def pack_environment(out_sif: str | os.PathLike[str], *, labels: dict[str, str] | None = None,
                      compression: str = DEFAULT_COMPRESSION[0],
                      compression_level: int | None = DEFAULT_COMPRESSION[1],
                      processors: int | None = None, progress: bool | None = None) -> PackResult:
-    """Pack the running interpreter and what dacstyle needs into a runnable SIF.
+    """Pack the running interpreter and every package it imports into a runnable SIF.
 
-    The image holds the interpreter (``/usr/bin/python3`` and
-    ``/usr/local/bin/python3`` link to it), its standard library without
-    test/idlelib/tkinter/ensurepip, the site-packages of dacstyle's requirement
-    closure (all of site-packages with ``full_site_packages``), dacstyle itself
-    as real files, every shared library they link (from ``ldd``) and a minimal
-    /etc. ``progress`` shows a bar on stderr (default: when stderr is a terminal).
+    The image holds the interpreter (``python3`` on its PATH runs it through a
+    venv-like launcher), its standard library without test/idlelib/tkinter/ensurepip,
+    every installed package of this environment (editable ones as their source
+    files), every shared library they link (from ``ldd``) and a minimal /etc.
+    ``progress`` shows a bar on stderr (default: when stderr is a terminal).
     """
     import dacstyle
 
     out = Path(out_sif)
     start = time.monotonic()
-    tree = collect_environment(full_site_packages=full_site_packages)
+    tree = collect_environment()
     all_labels = {"org.dacstyle.version": dacstyle.__version__,
                   "org.dacstyle.python": tree.interpreter,
+                  "org.dacstyle.prefix": os.path.realpath(sys.prefix),
                   "org.dacstyle.packed-from": "environment", **(labels or {})}
     deffile = _deffile_text(tree, all_labels)
     tree.add_bytes("/.singularity.d/labels.json",
