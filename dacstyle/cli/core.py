@@ -163,4 +163,5 @@ def _config(args: argparse.Namespace) -> int:
     from dacstyle.config import config
 
     print(config.describe())
+    config.check()  # a bad DACSTYLE_* value is shown as INVALID above, then named in the error line
     return 0
