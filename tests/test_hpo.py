@@ -150,6 +150,20 @@ def test_a_plain_function_is_served_by_the_process_runtime(no_leftovers):
         check_served_function(runner)
 
 
+def test_a_server_without_configspace_answers_with_the_install_command(tmp_path, no_leftovers):
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "ConfigSpace.py").write_text("raise ModuleNotFoundError(\"No module named 'ConfigSpace'\")\n")
+    count = Benchmark(name="count", entry_point="builtins:len", factory=False)
+    with RemoteRunner(count, runtime="process", env={"PYTHONPATH": str(blocked)}) as runner:
+        remote_len = runner.get_object()
+        assert remote_len([1, 2, 3]) == 3
+        install = r'not installed here: pip install "dacstyle\[hpo\]"'
+        with pytest.raises(MissingDependencyError, match=install) as caught:
+            remote_len(branin_configuration_space().get_default_configuration())
+        assert caught.value.remote_traceback and remote_len("ok") == 2  # the server goes on
+
+
 def test_the_wrong_getter_names_the_right_one(no_leftovers):
     not_an_env = Benchmark(name="forest", entry_point="dacstyle.benchmarks.hpo:DigitsForestObjective")
     with RemoteRunner(not_an_env, runtime="process") as runner:
