@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,11 @@ def test_describe_names_every_setting_and_its_variable():
     for name in _SETTINGS:
         assert name in text and f"DACSTYLE_{name.upper()}" in text
     assert set(Config.__annotations__) == set(_SETTINGS), "annotate every setting on Config"
+
+
+def test_the_python_requirement_covers_what_the_codec_uses():
+    """The codec attaches remote tracebacks with ``add_note`` (3.11+), so setup.cfg must not allow 3.10."""
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert setup["options"]["python_requires"] == ">=3.11"
+    assert "add_note" in (Path(__file__).resolve().parents[1] / "dacstyle" / "codec.py").read_text()
