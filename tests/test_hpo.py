@@ -103,6 +103,8 @@ def test_a_spec_without_methods_that_builds_no_environment_says_what_to_do():
     bench = Benchmark(name="forest", entry_point="dacstyle.benchmarks.hpo:DigitsForestObjective")
     with pytest.raises(BenchmarkError, match=r"built a DigitsForestObjective, not an environment.*get_object\(\)"):
         bench.get_environment()
+    with pytest.raises(BenchmarkError, match=r"serves an object \(methods \['__call__'\]\).*build\(\)"):
+        BRANIN.get_environment()
 
 
 # -- served through a runtime ----------------------------------------------------------

@@ -208,5 +208,6 @@ class Benchmark:
     def get_environment(self) -> Any:
         """Build the gymnasium environment locally, without any server."""
         if not self.is_environment:
-            raise BenchmarkError(f"{self.name!r} serves an object, not an environment")
+            raise BenchmarkError(f"{self.name!r} serves an object (methods {self.methods}), not an environment: "
+                                 "build() builds it here")
         return self.build()
