@@ -281,6 +281,25 @@ def test_sigmoid_example_runs(tmp_path):
     assert "== random agent" in done.stdout and "== static [2, 5] agent" in done.stdout
 
 
+@pytest.mark.container
+def test_run_serves_a_benchmark_from_the_working_folder_in_a_sif_under_bwrap(packed_image, tmp_path, no_leftovers):
+    """The console script's way (-P: the working folder is not on sys.path); the module is not in the image."""
+    from dacstyle.images import ImageCache
+    from dacstyle.images.default import environment_key
+
+    ImageCache(tmp_path / "cache").add(packed_image, ref=environment_key())
+    (tmp_path / "mybench.py").write_text(MYBENCH)
+    (tmp_path / "myagent.py").write_text(MYAGENT)
+    done = cli("run", "mybench:make_env", "--config", '{"length": 4}', "--agent", "myagent:AlwaysOne",
+               "--runtime", "bwrap", "--json", cwd=tmp_path, flags=("-P",),
+               env={"DACSTYLE_CACHE": str(tmp_path / "cache"), "DACSTYLE_RUNS": str(tmp_path / "runs")})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [(e["length"], e["return"]) for e in result["episodes"]] == [(4, 4.0)]
+    manifest = (Path(tmp_path / "runs") / Path(result["path"]).name / "manifest.json").read_text()
+    assert "mybench.py" in manifest
+
+
 def run_example(script: str, packed_image: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """Run an example as a user would, with the packed image seeded into a fresh cache."""
     from dacstyle.images import ImageCache

@@ -95,8 +95,6 @@ def _agent_factory(args: argparse.Namespace) -> Any:
         return lambda env: StaticAgent(env, args.action if args.action is not None else _lowest_action(env.action_space))
     if ":" not in args.agent:
         raise BenchmarkError(f"unknown agent {args.agent!r}; use random, static or module:Class")
-    if os.getcwd() not in sys.path:  # as 'python -m' does: agents in the working folder import
-        sys.path.insert(0, os.getcwd())
     entry_point = load_entry_point(args.agent)
 
     def build(env: Any) -> Any:
@@ -125,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
     from dacstyle.container.client import RemoteRunner
     from dacstyle.errors import ContainerError
 
+    if os.getcwd() not in sys.path:  # benchmarks and agents in the working folder import, as with 'python -m'
+        sys.path.append(os.getcwd())
     make_agent = _agent_factory(args)
     bench = _benchmark(args.benchmark, args.config).set_seed(args.seed)
     runner = RemoteRunner(bench, runtime=args.runtime, image=args.image, runs_dir=args.runs_dir)
