@@ -19,14 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add run, serve, cleanup and config."""
     run = subparsers.add_parser(
         "run",
-        help="run a baseline agent on a benchmark and print a results table",
-        description="Run a baseline agent on a benchmark served by RemoteRunner; prints a results table "
+        help="run an agent (a baseline or yours) on a benchmark and print a results table",
+        description="Run an agent on a benchmark served by RemoteRunner; prints a results table "
         "and writes a run folder (manifest.json, episodes.jsonl, server.log).",
     )
     run.add_argument("benchmark", help="a bundled benchmark (sigmoid, luby), gym:ENV_ID (e.g. gym:CartPole-v1) "
                      "or the entry point module:callable of a function that returns a gymnasium.Env")
     run.add_argument("--config", type=json_object, default={}, metavar="JSON",
-                     help="keyword arguments for the benchmark as a JSON object, e.g. '{\"n_actions\": 3}'")
+                     help="keyword arguments for the benchmark as a JSON object, e.g. '{\"cutoff\": 5}' (sigmoid) "
+                     "or '{\"max_episode_steps\": 50}' (gym:ENV_ID)")
     run.add_argument("--agent", default="random", metavar="AGENT",
                      help="random (default), static, or the entry point module:Class of an agent built as Class(env)")
     run.add_argument("--action", type=json_value, metavar="JSON",
