@@ -22,6 +22,7 @@ from gymnasium.utils.env_checker import check_env
 
 from dacstyle import RemoteRunner, errors
 from dacstyle.benchmarks import SigmoidBenchmark
+from dacstyle.config import config
 from dacstyle.runtimes import Bind, LaunchSpec, get_runtime
 from dacstyle.runtimes.apptainer import ApptainerRuntime, SingularityRuntime
 from dacstyle.runtimes.rundir import RunDir
@@ -107,6 +108,22 @@ def test_argv_is_a_list_without_the_token(fake_binaries, tmp_path):
     assert "/run/dacstyle/token" in argv and "/run/dacstyle-agent/token" in argv
 
 
+def test_servers_get_no_network_unless_they_listen_on_tcp_or_it_is_allowed(fake_binaries):
+    tool(fake_binaries[0], "apptainer")
+    run = FakeRun(Path(FAKE_RUN))
+    spec = LaunchSpec(run=run, image=Path(FAKE_IMAGE))
+    no_network = ["--net", "--network", "none"]
+
+    def has(argv: list[str]) -> bool:
+        return any(argv[i:i + 3] == no_network for i in range(len(argv)))
+
+    assert has(ApptainerRuntime().command(spec)) and "--no-privs" in ApptainerRuntime().command(spec)
+    assert not has(ApptainerRuntime().exec_argv(spec, ["true"]))  # dacstyle exec, the LLM service: their own choice
+    assert not has(ApptainerRuntime().command(LaunchSpec(run=run, image=Path(FAKE_IMAGE), tcp="127.0.0.1:0")))
+    config.sandbox_network = True
+    assert not has(ApptainerRuntime().command(spec))
+
+
 # -- binary resolution ---------------------------------------------------------------------
 
 def test_apptainer_is_preferred_over_singularity(fake_binaries):
@@ -165,12 +182,16 @@ def mounts() -> set[str]:
 
 
 @pytest.mark.parametrize("argv", [
-    ["exec", "--containall", "--cleanenv", "--no-home", "--writable", "x.sif", "true"],
-    ["exec", "--cleanenv", "--no-home", "IMAGE", "true"],
-    ["exec", "--containall", "--cleanenv", "--no-home", "--bind", "/a:/b:shared", "IMAGE", "true"],
-    ["exec", "--containall", "--cleanenv", "--no-home", "--env", "NOEQUALS", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--writable", "x.sif", "true"],
+    ["exec", "--cleanenv", "--no-home", "--no-privs", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--bind", "/a:/b:shared", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--env", "NOEQUALS", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--net", "--network", "bridge", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--net", "IMAGE", "true"],
     ["run", "IMAGE"],
-], ids=["unknown-flag", "not-contained", "bad-bind-mode", "bad-env", "unknown-command"])
+], ids=["unknown-flag", "not-contained", "privileged", "bad-bind-mode", "bad-env", "bridge-network", "net-alone",
+        "unknown-command"])
 def test_standin_rejects_what_the_backend_never_builds(argv):
     done = standin(*argv)
     assert done.returncode == 255 and done.stderr.startswith("FATAL:"), done.stderr
@@ -185,7 +206,7 @@ def test_standin_runs_contained_with_only_the_given_env(packed_image, tmp_path):
             "print(open('/data/in.txt').read()); open('/out/x', 'w').write('ok'); sys.exit(7)")
     out = tmp_path / "out"
     out.mkdir()
-    done = standin("exec", "--containall", "--cleanenv", "--no-home", "--bind", f"{data}:/data:ro",
+    done = standin("exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--bind", f"{data}:/data:ro",
                    "--bind", f"{out}:/out", "--env", "K=a b", str(packed_image), "python3", "-c", code,
                    stdin="piped")
     assert done.returncode == 7, done.stderr
@@ -199,7 +220,7 @@ def test_standin_forwards_sigterm_and_unmounts(packed_image):
     code = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(42)); "
             "print('up', flush=True); time.sleep(60)")
     proc = subprocess.Popen([str(STANDIN / "apptainer"), "exec", "--containall", "--cleanenv", "--no-home",
-                             str(packed_image), "python3", "-c", code], stdout=subprocess.PIPE, text=True)
+                             "--no-privs", str(packed_image), "python3", "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "up\n"
         assert len(mounts()) == 1

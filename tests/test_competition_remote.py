@@ -114,7 +114,7 @@ def test_shell_actions_run_inside_the_task_container(task_runner):
     info = run_code(env, "#!sh\necho hello from $(hostname) in $PWD; ls /competition/public; "
                          "head -1 /competition/public/train.csv | cut -c1-2")
     assert info["exit_code"] == 0, info["output"]
-    assert "hello from dacstyle in /workspace" in info["output"] and "train.csv" in info["output"]
+    assert "hello from dacstyle in /tmp/workspace-" in info["output"] and "train.csv" in info["output"]
 
 
 def test_agent_side_has_no_way_to_grade(task_runner):
