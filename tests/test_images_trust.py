@@ -193,6 +193,28 @@ def test_a_resumable_part_of_someone_else_is_not_resumed(other_user, public_dir,
     assert file_server.gets("big.sif")[0]["range"] in (None, ""), "resumed from another user's bytes"
 
 
+def test_a_hard_link_to_someone_elses_file_is_not_written_through(other_user, public_dir, victim, file_server,
+                                                                   big_sif):
+    # fs.protected_hardlinks=0 lets anyone link another user's file; root plants it here to stand in
+    cache = _shared_cache(public_dir / "cache", other_user.pw_gid)
+    url = file_server.add("big.sif", big_sif)
+    os.link(victim, cache.part_path(url))
+    assert pull(url, cache=cache, retry=fast_retry()).path.read_bytes() == big_sif.read_bytes()
+    assert victim.read_bytes() == VICTIM_TEXT and os.stat(victim).st_nlink == 1
+
+
+def test_the_shared_setting_comes_from_the_configuration(other_user, public_dir, monkeypatch):
+    from dacstyle.config import config
+
+    root = public_dir / "cache"
+    _shared_cache(root, other_user.pw_gid)
+    with pytest.raises(CacheTrustError, match="writable by its group"):
+        ImageCache(root).lookup("x")
+    monkeypatch.setenv("DACSTYLE_SHARED_CACHE", "1")
+    config.reset()
+    assert ImageCache(root).shared and ImageCache(root).lookup("x") is None
+
+
 def test_a_planted_lock_symlink_is_a_typed_error(other_user, public_dir, victim, file_server, big_sif):
     cache = _shared_cache(public_dir / "cache", other_user.pw_gid)
     url = file_server.add("big.sif", big_sif)
