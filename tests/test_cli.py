@@ -170,7 +170,8 @@ def run_into_closed_pipe(*argv: str) -> subprocess.CompletedProcess:
         os.close(write_end)
 
 
-@pytest.mark.parametrize("argv", [["config"], ["inspect", "--json", "{sif}"], ["competition", "list"]])
+@pytest.mark.parametrize("argv", [["config"], ["inspect", "--json", "{sif}"], ["competition", "list"], ["--help"],
+                                  ["exec", "--help"]])
 def test_output_into_a_closed_pipe_ends_quietly(argv, sif_file):
     done = run_into_closed_pipe(*[arg.format(sif=sif_file) for arg in argv])
     assert (done.returncode, done.stderr) == (141, "")

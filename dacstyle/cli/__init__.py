@@ -59,7 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dacstyle`` console script; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _dispatch(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a closed pipe is reported here, not at interpreter exit
+        return code
+    except BrokenPipeError:  # the reader (``| head``) has had enough
+        _discard_stdout()
+        return 128 + 13  # as if killed by SIGPIPE, like other tools in a pipe
+
+
+def _dispatch(argv: list[str]) -> int:
+    """Parse ``argv`` and run the subcommand; every error the user can cause becomes one line."""
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -73,12 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()  # a closed pipe is reported here, not at interpreter exit
-        return code
-    except BrokenPipeError:  # the reader (``| head``) has had enough
-        _discard_stdout()
-        return 128 + 13  # as if killed by SIGPIPE, like other tools in a pipe
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        raise
     except (DacstyleError, ValueError, OSError) as exc:
         if args.debug:
             raise
