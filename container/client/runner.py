@@ -181,10 +181,8 @@ class RemoteRunner:
 
     def __repr__(self) -> str:
         state = "running" if self._server is not None else "stopped"
-        digest = (self._image_record or {}).get("sha256")
-        if digest is None and self.image is not None and self.image.parent.name == "sha256":
-            digest = self.image.stem  # a cached image is named by its digest
-        image = f"sha256:{digest[:12]}" if digest else (self.image.name if self.image else "none")
+        digest = self._describe_image()["sha256"] if self.image is not None else None
+        image = f"sha256:{digest[:12]}" if digest else "none"
         return f"<RemoteRunner {self.benchmark.name!r} runtime={self.runtime.name} image={image} {state}>"
 
     # -- proxies -------------------------------------------------------------------
@@ -287,23 +285,28 @@ class RemoteRunner:
         return folder
 
     def _manifest(self, started: float, episodes: int) -> dict[str, Any]:
-        if self.image is not None and self._image_record is None:
-            from dacstyle.images.default import describe_image
-
-            self._image_record = describe_image(self.image)  # hashes a local file: once per runner
-            self._image_record["reference"] = str(self.image_ref) if self.image_ref is not None else None
         return {
             "benchmark": json.loads(self.benchmark.to_json()),
             "seed": self.benchmark.seed,
             "episodes_requested": episodes,
             "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(),
             "runtime": self.runtime.describe(),
-            "image": self._image_record,
+            "image": self._describe_image() if self.image is not None else None,
             "local_code": [module.record() for module in self.local_code],
             "host": versions(),
             "server": self.server.hello,
             "config": to_jsonable({k: str(v) if isinstance(v, Path) else v for k, v in config.as_dict().items()}),
         }
+
+    def _describe_image(self) -> dict[str, Any]:
+        """The manifest's record of the image (path, sha256, size, labels, reference); hashed once per runner."""
+        assert self.image is not None
+        if self._image_record is None or self._image_record["path"] != str(self.image):
+            from dacstyle.images.default import describe_image
+
+            self._image_record = describe_image(self.image)
+            self._image_record["reference"] = str(self.image_ref) if self.image_ref is not None else None
+        return self._image_record
 
     def _copy_server_log(self, folder: Path) -> None:
         if self._server is not None and self._server.run.log_path.exists():

@@ -26,7 +26,23 @@ def _figure(**kwargs: Any) -> "Figure":
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise MissingDependencyError('plots need matplotlib: pip install "dacstyle[plot]"') from exc
+    _show_in_notebooks(Figure)
     return Figure(**kwargs)
+
+
+def _show_in_notebooks(figure_type: type) -> None:
+    """In IPython, display a bare Figure as PNG (pyplot's inline backend does this only for its own figures)."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if shell is None:
+        return
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        formatter.lookup_by_type(figure_type)  # already shown (matplotlib-inline, or an earlier call)
+    except KeyError:
+        formatter.for_type(figure_type, png_bytes)
 
 
 def rolling_mean(values: Sequence[float], window: int) -> np.ndarray:
@@ -54,8 +70,9 @@ def returns_figure(runs: Sequence["RunResults"], window: int | None = None) -> "
         episodes = np.arange(len(run.episodes))
         size = window or default_window(len(episodes))
         label = run.label
-        top.plot(episodes, run.returns, ".", color=color, alpha=0.35, label=f"{label}: return")
-        top.plot(episodes, rolling_mean(run.returns, size), "-", color=color, label=f"{label}: rolling mean ({size})")
+        prefix = f"{label}: " if len(runs) > 1 else ""
+        top.plot(episodes, run.returns, ".", color=color, alpha=0.35, label=f"{prefix}return")
+        top.plot(episodes, rolling_mean(run.returns, size), "-", color=color, label=f"{prefix}rolling mean ({size})")
         bottom.plot(episodes, run.lengths, "-", color=color, label=label)
     top.set_ylabel("return")
     top.legend(loc="best", fontsize="small")
