@@ -199,6 +199,7 @@ def configspace_binds(packed_image: Path) -> tuple[list[str], dict[str, str]]:
     return binds, {"PYTHONPATH": "/opt/hpo-site"}
 
 
+@pytest.mark.slow
 @pytest.mark.container
 def test_an_objective_is_served_from_a_bwrap_container(packed_image, configspace_binds, no_leftovers):
     binds, env = configspace_binds
@@ -226,6 +227,7 @@ def run_example(tmp_path: Path, runtime: str) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow
 def test_the_random_search_example_agrees_with_the_local_objective(tmp_path):
     done = run_example(tmp_path, "process")
     assert "remote and local results agree: yes" in done.stdout
@@ -233,6 +235,7 @@ def test_the_random_search_example_agrees_with_the_local_objective(tmp_path):
     assert len(rows) == 4 and all(row[5] == row[6] for row in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.container
 def test_the_random_search_example_runs_in_the_default_image(packed_image, configspace_binds, tmp_path):
     if configspace_binds[0]:
