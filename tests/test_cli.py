@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dacstyle.cli import build_parser, main
+from dacstyle.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,6 +159,20 @@ def test_a_bad_setting_does_not_break_import_and_is_named_when_used(tmp_path):
                                          "(use 1/0, true/false, yes/no or on/off)"]
 
 
+def test_every_help_text_builds_whatever_the_settings(monkeypatch, capsys):
+    from dacstyle.config import _SETTINGS, config
+
+    for name in _SETTINGS:
+        monkeypatch.setenv(f"DACSTYLE_{name.upper()}", "not-valid\x01")
+    config.reset()
+    with pytest.raises(ConfigError):
+        config.check()
+    for parser in all_parsers(build_parser()):
+        assert parser.format_help()
+    assert main(["--help"]) == 0 and main(["images", "--help"]) == 0
+    assert "usage: dacstyle images" in capsys.readouterr().out
+
+
 def run_into_closed_pipe(*argv: str) -> subprocess.CompletedProcess:
     """Run the CLI with stdout a pipe whose reader is already gone (``| head`` that has stopped reading)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as usual
@@ -177,16 +192,18 @@ def test_output_into_a_closed_pipe_ends_quietly(argv, sif_file):
     assert (done.returncode, done.stderr) == (141, "")
 
 
-def test_help_texts_show_no_doubled_percent_signs():
-    def parsers(parser):
-        yield parser
-        for action in parser._actions:
-            if action.__class__.__name__ == "_SubParsersAction":
-                for sub in action.choices.values():
-                    yield from parsers(sub)
+def all_parsers(parser):
+    """``parser`` and every subcommand's parser under it."""
+    yield parser
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for sub in action.choices.values():
+                yield from all_parsers(sub)
 
+
+def test_help_texts_show_no_doubled_percent_signs():
     seen = 0
-    for parser in parsers(build_parser()):
+    for parser in all_parsers(build_parser()):
         seen += 1
         assert "%%" not in parser.format_help(), parser.prog
     assert seen > 20
