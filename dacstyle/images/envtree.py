@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -84,6 +85,41 @@ class EnvTree:
         return [e.source for e in self._entries.values()
                 if e.source and re.search(r"\.so(\.|$)", e.source)]
 
+    def materialize(self, root: Path, progress: bool = False) -> None:
+        """Lay the tree out under ``root`` for mksquashfs: host files hard-linked where they can be.
+
+        A link costs nothing and lets mksquashfs read with all cores; a file on another
+        file system, not ours to link, or whose mode the image changes is copied.
+        """
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(self._entries), unit="file", desc="collecting", file=sys.stderr)
+        dirs = []
+        for entry in self.entries():
+            if bar is not None:
+                bar.update()
+            dest = os.path.join(root, entry.path.lstrip("/"))
+            if entry.kind == "dir":
+                os.makedirs(dest, exist_ok=True)
+                dirs.append((dest, entry))
+                continue
+            os.makedirs(os.path.dirname(dest), exist_ok=True)  # a folder no entry names (0755)
+            if entry.kind == "symlink":
+                os.symlink(entry.target, dest)
+            elif entry.data is not None:
+                with open(dest, "wb") as handle:
+                    handle.write(entry.data)
+                os.chmod(dest, entry.mode)
+            else:
+                _link_or_copy(entry, dest)
+        for dest, entry in reversed(dirs):  # last, so that a read-only folder was still writable above
+            os.chmod(dest, entry.mode)
+            os.utime(dest, (entry.mtime, entry.mtime), follow_symlinks=False)
+        if bar is not None:
+            bar.close()
+
     def add_dir(self, path: str, mode: int | None = None) -> None:
         """Add a directory (mode 0755 unless given; a given mode overrides an earlier one)."""
         entry = self._entries.setdefault(path, Entry(path, "dir", 0o755, self._now))
@@ -147,6 +183,17 @@ class EnvTree:
                     self.add_symlink(os.path.join(here, name), os.readlink(host))
                 elif name in filenames and not skip_file(name):
                     self._add_real(host, os.path.join(here, name))
+
+
+def _link_or_copy(entry: Entry, dest: str) -> None:
+    assert entry.source is not None
+    try:
+        if stat.S_IMODE(os.stat(entry.source).st_mode) != entry.mode:
+            raise PermissionError("the image needs another mode")  # a link would change the host file
+        os.link(entry.source, dest)
+    except OSError:
+        shutil.copy2(entry.source, dest)
+        os.chmod(dest, entry.mode)
 
 
 def import_path(python: str | None = None) -> tuple[str, ...]:

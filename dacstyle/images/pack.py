@@ -5,21 +5,21 @@ is written by :mod:`dacstyle.images.sifwrite` the way Apptainer's build does:
 a definition-file object, Apptainer's ``inspect-metadata.json`` (labels and
 deffile), then the squashfs partition (PartPrimSys, the host's architecture).
 
-:func:`pack_environment` copies no files to a staging area: it streams a tar
-of the interpreter, its standard library, the site-packages it needs and their
-shared libraries, all at their host paths, into ``mksquashfs -tar``.
+:func:`pack_environment` lays the interpreter, its standard library, every
+package folder it imports and their shared libraries out in a staging folder
+of hard links (copies only where a link cannot be made), so mksquashfs reads
+and compresses with every core.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -205,59 +205,8 @@ def pack_environment(out_sif: str | os.PathLike[str], *, labels: dict[str, str] 
                    json.dumps(all_labels, indent=2, sort_keys=True).encode())
     if progress is None:
         progress = sys.stderr.isatty()
-    level = compression_level
     with tempfile.TemporaryDirectory(prefix="dacstyle-pack-", dir=out.parent) as tmp:
-        squashfs = Path(tmp) / "root.squashfs"
-        argv = [_mksquashfs(), "-", str(squashfs), "-tar", "-noappend", "-all-root",
-                "-no-progress", *_compression_args(compression, level)]
-        if processors:
-            argv += ["-processors", str(processors)]
-        proc = _run_mksquashfs(argv, stdin=subprocess.PIPE)
-        try:
-            _stream_tar(tree, proc.stdin, progress)
-        except BrokenPipeError:
-            pass  # mksquashfs died; _wait reports its message
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            if proc.stdin and not proc.stdin.closed:
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-        _wait(proc, "the Python environment")
-        return _finish(squashfs, out, start, _label(compression, level),
-                       deffile=deffile, labels=all_labels)
-
-
-def _stream_tar(tree: EnvTree, sink, progress: bool) -> None:
-    """Write ``tree`` as a tar stream (PAX, so long paths survive) into ``sink``."""
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=tree.total_bytes(), unit="B", unit_scale=True, desc="packing",
-                   file=sys.stderr)
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for entry in tree.entries():
-            info = tarfile.TarInfo(entry.path.lstrip("/") or ".")
-            info.mode, info.mtime = entry.mode, entry.mtime
-            if entry.kind == "dir":
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif entry.kind == "symlink":
-                info.type, info.linkname = tarfile.SYMTYPE, entry.target
-                tar.addfile(info)
-            elif entry.data is not None:
-                info.size = len(entry.data)
-                tar.addfile(info, io.BytesIO(entry.data))
-            else:
-                with open(entry.source, "rb") as f:
-                    info.size = os.fstat(f.fileno()).st_size
-                    tar.addfile(info, f)
-                if bar is not None:
-                    bar.update(info.size)
-    if bar is not None:
-        bar.close()
+        tree.materialize(Path(tmp), progress)
+        result = pack_directory(tmp, out, deffile=deffile, labels=all_labels, compression=compression,
+                                compression_level=compression_level, processors=processors)
+    return dataclasses.replace(result, seconds=time.monotonic() - start)
