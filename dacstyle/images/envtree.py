@@ -14,6 +14,7 @@ venv-like launcher whose ``.pth`` lists the host's package folders in order.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import importlib.metadata as md
 import json
@@ -304,25 +305,28 @@ def launcher_files(tree: EnvTree, dirs: list[str]) -> None:
 
 
 def _ldd(paths: list[str]) -> set[str]:
-    """Absolute paths of the shared libraries (and the loader) that ``paths`` link."""
+    """Absolute paths of the shared libraries (and the loader) that ``paths`` link.
+
+    ``ldd`` loads each file, so the files are split over one ``ldd`` per core.
+    """
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    size = max(1, -(-len(paths) // workers))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        outputs = list(pool.map(_ldd_batch, [paths[i:i + size] for i in range(0, len(paths), size)]))
     found: set[str] = set()
-    missing: list[str] = []
-    for i in range(0, len(paths), 200):
-        batch = paths[i:i + 200]
-        try:
-            out = subprocess.run(["ldd", *batch], capture_output=True, text=True,
-                                 env={**os.environ, "LC_ALL": "C"}, timeout=120).stdout
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ImageError(f"ldd failed: {exc}") from exc
-        for line in out.splitlines():
-            line = line.strip()
-            if "=> not found" in line:
-                missing.append(line.split()[0])
-                continue
-            m = re.match(r"(?:\S+ => )?(/\S+) \(0x", line)
-            if m:
-                found.add(m.group(1))
+    for line in "\n".join(outputs).splitlines():
+        match = re.match(r"(?:\S+ => )?(/\S+) \(0x", line.strip())
+        if match:
+            found.add(match.group(1))
     return found
+
+
+def _ldd_batch(batch: list[str]) -> str:
+    try:
+        return subprocess.run(["ldd", *batch], capture_output=True, text=True,
+                              env={**os.environ, "LC_ALL": "C"}, timeout=300).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ImageError(f"ldd failed: {exc}") from exc
 
 
 def collect_environment() -> EnvTree:
