@@ -65,6 +65,8 @@ class Benchmark:
     sees it (DST in a container, SRC with the process runtime). ``grader`` is the
     spec (as a dict) of a grader served in its own container; the runner starts
     it first and ``"{grader}"`` names the folder holding its agent endpoint.
+    ``attributes`` names what the host may read from an environment (``env.unwrapped.NAME``,
+    ``get_wrapper_attr``, a vector env's ``get_attr``/``set_attr``); nothing else is readable.
     """
 
     name: str
@@ -78,6 +80,7 @@ class Benchmark:
     binds: dict[str, str] = field(default_factory=dict)
     grader: dict[str, Any] | None = None
     factory: bool = True
+    attributes: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -93,13 +96,13 @@ class Benchmark:
                 raise BenchmarkError(f"{self.name!r} serves its entry point itself (factory=False): it takes no config")
             if self.methods is None:
                 self.methods = ["__call__"]
-        for attr in ("methods", "agent_methods"):
+        for attr in ("methods", "agent_methods", "attributes"):
             names = getattr(self, attr)
             if names is None:
                 continue
             names = list(names)
             setattr(self, attr, names)
-            bad = [m for m in names if not _servable(m)]
+            bad = [m for m in names if not _servable(m) or (attr == "attributes" and m == "__call__")]
             if bad:
                 raise BenchmarkError(f"{attr} must be public identifiers or '__call__', not {bad}")
         if self.agent_methods and not set(self.agent_methods) <= set(self.methods or ()):
