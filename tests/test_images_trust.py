@@ -307,6 +307,29 @@ def test_a_hostile_header_from_a_server_leaves_no_partial_file(images_env, file_
     assert list(images_env.entries()) == []
 
 
+def test_an_oversized_metadata_object_is_refused_not_read(tmp_path, big_sif):
+    from dacstyle.images.sif import MAX_METADATA_BYTES
+    from dacstyle.images.sifwrite import ObjectInput, partition_extra, write_sif
+
+    labels = tmp_path / "labels.json"
+    labels.write_bytes(b'{"a": "' + b"x" * MAX_METADATA_BYTES + b'"}')
+    squashfs, image = tmp_path / "rootfs", tmp_path / "labelled.sif"
+    part = open_image(big_sif).primary_partition()
+    with open(big_sif, "rb") as handle:
+        handle.seek(part.offset)
+        squashfs.write_bytes(handle.read(part.size))
+    write_sif(image, [ObjectInput("partition", squashfs, name="rootfs", extra=partition_extra()),
+                      ObjectInput("labels", labels)])
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageFormatError, match="more than the .* allowed"):
+            verify_image(image).labels()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"refusing the labels allocated {peak} bytes"
+
+
 # -- a full or read-only disk (a real, small tmpfs) ----------------------------------------------
 @pytest.fixture
 def small_disk(public_dir: Path):

@@ -46,6 +46,8 @@ SQUASHFS_MAGIC = b"hsqs"
 #: More descriptors than any image needs (the reference implementation writes 48): a header
 #: claiming more is rejected before anything is read, so a hostile header costs no memory.
 MAX_DESCRIPTORS = 4096
+#: The largest object read whole (definition file, labels, JSON, signatures); partitions are streamed.
+MAX_METADATA_BYTES = 16 << 20
 INSPECT_METADATA_NAME = "inspect-metadata.json"
 
 _HEADER = struct.Struct("<32s10s3s3s16s8q")
@@ -216,7 +218,10 @@ class SifImage:
         return self.primary_partition().size
 
     def read_object(self, descriptor: Descriptor) -> bytes:
-        """The bytes of one (small) data object."""
+        """The bytes of one metadata object; ImageFormatError over MAX_METADATA_BYTES (bounded memory)."""
+        if descriptor.size > MAX_METADATA_BYTES:
+            raise ImageFormatError(f"{self.path}: object {descriptor.id} ({descriptor.data_type}) claims "
+                                   f"{descriptor.size} bytes, more than the {MAX_METADATA_BYTES} allowed")
         return b"".join(self.iter_object(descriptor))
 
     def iter_object(self, descriptor: Descriptor, chunk: int = 1 << 20) -> Iterator[bytes]:
