@@ -307,6 +307,18 @@ def test_a_hostile_header_from_a_server_leaves_no_partial_file(images_env, file_
     assert list(images_env.entries()) == []
 
 
+def test_a_fifo_is_never_read_as_an_image(tmp_path):
+    fifo = tmp_path / "image.sif"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # junk waiting in it: reading it would not block
+    try:
+        os.write(writer, b"\0" * 4096)
+        with pytest.raises(ImageFormatError, match="not a regular file"):
+            open_image(fifo)
+    finally:
+        os.close(writer)
+
+
 def test_an_oversized_metadata_object_is_refused_not_read(tmp_path, big_sif):
     from dacstyle.images.sif import MAX_METADATA_BYTES
     from dacstyle.images.sifwrite import ObjectInput, partition_extra, write_sif

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import uuid as _uuid
 from dataclasses import dataclass, field
@@ -289,8 +290,12 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
     """
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        with os.fdopen(os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):  # a FIFO or device is never read as an image
+                kind = "is a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+                raise ImageFormatError(f"{p}: {kind}, not a SIF file")
+            size = info.st_size
             raw = f.read(HEADER_SIZE)
             if len(raw) >= 42 and raw[32:42] != MAGIC:
                 raise ImageFormatError(f"{p}: bad magic {raw[32:42]!r}, "
@@ -305,8 +310,6 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
             table_size = header.descriptors_total * DESCRIPTOR_SIZE
             f.seek(header.descriptors_offset)
             table = f.read(table_size)
-    except IsADirectoryError as exc:
-        raise ImageFormatError(f"{p}: is a directory, not a SIF file") from exc
     except FileNotFoundError as exc:
         raise ImageNotFoundError(f"{p}: no such image file") from exc
     except OSError as exc:
