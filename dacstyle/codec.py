@@ -2,8 +2,8 @@
 
 :func:`encode` turns a value into dicts, lists, strings, numbers, booleans and
 None that Pyro5's JSON serializer writes once; :func:`decode` rebuilds the value.
-Nothing is pickled and nothing is imported while decoding. Tagged forms (a dict
-with one ``"__tag__"`` key):
+Nothing is pickled, and decoding imports nothing but ConfigSpace (see below).
+Tagged forms (a dict with one ``"__tag__"`` key):
 
 =============  ==================================================================
 ``__nd__``     numpy array: ``[descr, shape, base64 bytes]`` (dtype and bits exact)
