@@ -1,4 +1,4 @@
-"""Core subcommands: ``run`` (the baseline script), ``serve``, ``cleanup`` and ``config``."""
+"""Core subcommands: ``run`` (an agent on a benchmark, bundled or given by entry points), ``serve``, ``cleanup``, ``config``."""
 
 from __future__ import annotations
 
