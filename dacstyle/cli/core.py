@@ -1,4 +1,4 @@
-"""Core subcommands: ``run`` (an agent on a benchmark, bundled or given by entry points), ``serve``, ``cleanup``, ``config``."""
+"""Core subcommands: ``run`` (any agent on any benchmark), ``serve``, ``cleanup`` and ``config``."""
 
 from __future__ import annotations
 
