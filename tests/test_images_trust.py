@@ -122,8 +122,9 @@ def test_a_world_writable_cache_is_refused_and_what_was_planted_is_untouched(
              "locks": _plant(cache.root / "locks" / (cache.part_path(url).stem + ".lock"), victim),
              "blobs/sha256": _plant(cache.blob_path(hash_file(big_sif)), victim)}[sub]
     as_user(other_user, plant)
-    with pytest.raises(CacheTrustError, match="writable by every user"):
+    with pytest.raises(CacheTrustError, match="writable by every user") as info:
         pull(url, cache=cache, retry=fast_retry())
+    assert "SHARED_CACHE" not in str(info.value), "a shared cache may not be world-writable either"
     assert victim.read_bytes() == VICTIM_TEXT and file_server.requests == []
 
 
