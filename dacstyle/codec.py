@@ -2,8 +2,8 @@
 
 :func:`encode` turns a value into dicts, lists, strings, numbers, booleans and
 None that Pyro5's JSON serializer writes once; :func:`decode` rebuilds the value.
-Nothing is pickled and nothing is imported while decoding. Tagged forms (a dict
-with one ``"__tag__"`` key):
+Nothing is pickled, and decoding imports nothing but ConfigSpace (see below).
+Tagged forms (a dict with one ``"__tag__"`` key):
 
 =============  ==================================================================
 ``__nd__``     numpy array: ``[descr, shape, base64 bytes]`` (dtype and bits exact)
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import json
 import sys
 import traceback
 from typing import Any, Callable, Iterable
@@ -137,15 +138,16 @@ def _encode_configspace(value: Any) -> dict[str, Any] | None:
     """A ConfigurationSpace or Configuration as a tagged tree; None for anything else."""
     import ConfigSpace  # already imported: the caller checked sys.modules
 
-    def space(cs: Any) -> dict[str, Any]:
-        return {"json": encode(cs.to_serialized_dict()), "meta": encode(cs.meta)}
-
     if isinstance(value, ConfigSpace.ConfigurationSpace):
-        return {"__cs__": space(value)}
+        return {"__cs__": _space_body(value)}
     if isinstance(value, ConfigSpace.Configuration):
         values = {k: v.item() if isinstance(v, np.generic) else v for k, v in value.items()}
-        return {"__config__": {"space": space(value.config_space), "values": encode(values)}}
+        return {"__config__": {"space": _space_body(value.config_space), "values": encode(values)}}
     return None
+
+
+def _space_body(space: Any) -> dict[str, Any]:
+    return {"json": encode(space.to_serialized_dict()), "meta": encode(space.meta)}
 
 
 def encode_exception(exc: BaseException) -> dict[str, Any]:
@@ -240,9 +242,20 @@ def _decode_space_json(body: dict[str, Any]) -> Any:
     return space
 
 
+_CONFIG_SPACES: dict[str, Any] = {}
+"""Spaces rebuilt for Configurations, by their body's JSON text (rebuilding one takes milliseconds)."""
+
+
 def _decode_configuration(body: dict[str, Any]) -> Any:
-    space = _decode_space_json(body["space"])
-    return _configspace().Configuration(space, values=decode(body["values"]))
+    configuration = _configspace().Configuration
+    key = json.dumps(body["space"], sort_keys=True)
+    space = _CONFIG_SPACES.get(key)
+    if space is None or json.dumps(_space_body(space), sort_keys=True) != key:  # new, or changed since
+        space = _decode_space_json(body["space"])
+        if len(_CONFIG_SPACES) >= 16:
+            _CONFIG_SPACES.clear()
+        _CONFIG_SPACES[key] = space
+    return configuration(space, values=decode(body["values"]))
 
 
 def _qualified(cls: type) -> str:

@@ -82,7 +82,8 @@ _SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "catalogue": (Path, None, "a JSON catalogue file that overrides bundled image entries"),
     "shared_cache": (_bool, False, "the cache folder is shared by a group: allow group write, re-hash images on every use"),
     "offline": (_bool, False, "use only cached images, never the network"),
-    "progress": (_choice("auto", "always", "never"), "auto", "download progress bar: auto (only on a terminal), always, never"),
+    "progress": (_choice("auto", "always", "never"), "auto",
+                 "download progress bar: auto (only on a terminal), always, never"),
     "max_submission_bytes": (_positive(int), 100 * 1024**2, "largest competition submission file the grader reads"),
     "sandbox_tmpfs_size": (_positive(int), 2 * 1024**3, "bytes of each tmpfs in a bwrap container (/tmp, /run, $HOME)"),
     "sandbox_max_processes": (_positive(int), 1024, "processes a container may hold (cgroup pids where "

@@ -76,7 +76,8 @@ BAD_INPUT = [
     (["inspect", "{text}"], 1, "not a SIF file"),
     (["inspect", "{sif}", "--key", "{tmp}/missing.pem"], 1, "cannot load public key"),
     (["pack", "{tmp}/missing", "{tmp}/out.sif"], 1, "not a directory"),
-    (["pack", "{tmp}", "{tmp}/out.sif", "--deffile", "{tmp}/missing.def"], 1, "--deffile {tmp}/missing.def: no such file"),
+    (["pack", "{tmp}", "{tmp}/out.sif", "--deffile", "{tmp}/missing.def"], 1,
+     "--deffile {tmp}/missing.def: no such file"),
     (["pack", "{tmp}", "{tmp}/nowhere/out.sif"], 1, "folder {tmp}/nowhere does not exist"),
     (["pack", "{tmp}", "{tmp}/out.sif", "--label", "novalue"], 1, "--label 'novalue': expected KEY=VALUE"),
     (["pack", "{tmp}", "{tmp}/out.sif", "--compression", "zip"], 2, "argument --compression: invalid choice"),
@@ -123,7 +124,8 @@ def test_an_action_outside_the_space_is_one_line(tmp_path, capsys, no_leftovers)
                  "--runs-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
-    assert err.splitlines()[-1] == "dacstyle: error: static action [9, 9] is not in the action space MultiDiscrete([ 5 10])"
+    assert err.splitlines()[-1] == ("dacstyle: error: static action [9, 9] is not in the action space "
+                                    "MultiDiscrete([ 5 10])")
 
 
 def cli(*argv: str, cwd: Path | None = None, env: dict | None = None, flags: tuple = ()) -> subprocess.CompletedProcess:

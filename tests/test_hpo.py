@@ -69,6 +69,16 @@ def test_configurations_cross_with_their_values_and_space_bit_for_bit():
         assert all(type(got[k]) is type(want[k].item() if hasattr(want[k], "item") else want[k]) for k in got)
 
 
+def test_configurations_of_one_space_share_it_until_it_is_changed():
+    space = rich_space(seed=1)
+    first, second = wire(space.sample_configuration(2))
+    assert first.config_space is second.config_space  # rebuilt once, not per configuration
+    first.config_space.add(Integer("extra", (1, 3)))  # a receiver changing what it got ...
+    third = wire(space.get_default_configuration())
+    assert third.config_space is not first.config_space and third.config_space == space  # ... is not reused
+    assert "extra" not in third.config_space
+
+
 def test_other_values_still_refuse_to_travel_when_configspace_is_loaded():
     with pytest.raises(TypeError, match="cannot send a value of type builtins.set"):
         codec.encode({1, 2})

@@ -122,8 +122,9 @@ def test_a_world_writable_cache_is_refused_and_what_was_planted_is_untouched(
              "locks": _plant(cache.root / "locks" / (cache.part_path(url).stem + ".lock"), victim),
              "blobs/sha256": _plant(cache.blob_path(hash_file(big_sif)), victim)}[sub]
     as_user(other_user, plant)
-    with pytest.raises(CacheTrustError, match="writable by every user"):
+    with pytest.raises(CacheTrustError, match="writable by every user") as info:
         pull(url, cache=cache, retry=fast_retry())
+    assert "SHARED_CACHE" not in str(info.value), "a shared cache may not be world-writable either"
     assert victim.read_bytes() == VICTIM_TEXT and file_server.requests == []
 
 
@@ -305,6 +306,41 @@ def test_a_hostile_header_from_a_server_leaves_no_partial_file(images_env, file_
         pull(url, retry=fast_retry())
     assert list((images_env.root / "tmp").iterdir()) == []
     assert list(images_env.entries()) == []
+
+
+def test_a_fifo_is_never_read_as_an_image(tmp_path):
+    fifo = tmp_path / "image.sif"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # junk waiting in it: reading it would not block
+    try:
+        os.write(writer, b"\0" * 4096)
+        with pytest.raises(ImageFormatError, match="not a regular file"):
+            open_image(fifo)
+    finally:
+        os.close(writer)
+
+
+def test_an_oversized_metadata_object_is_refused_not_read(tmp_path, big_sif):
+    from dacstyle.images.sif import MAX_METADATA_BYTES
+    from dacstyle.images.sifwrite import ObjectInput, partition_extra, write_sif
+
+    labels = tmp_path / "labels.json"
+    labels.write_bytes(b'{"a": "' + b"x" * MAX_METADATA_BYTES + b'"}')
+    squashfs, image = tmp_path / "rootfs", tmp_path / "labelled.sif"
+    part = open_image(big_sif).primary_partition()
+    with open(big_sif, "rb") as handle:
+        handle.seek(part.offset)
+        squashfs.write_bytes(handle.read(part.size))
+    write_sif(image, [ObjectInput("partition", squashfs, name="rootfs", extra=partition_extra()),
+                      ObjectInput("labels", labels)])
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageFormatError, match="more than the .* allowed"):
+            verify_image(image).labels()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"refusing the labels allocated {peak} bytes"
 
 
 # -- a full or read-only disk (a real, small tmpfs) ----------------------------------------------

@@ -121,3 +121,26 @@ def test_rerun_in_a_packed_image_is_identical_and_a_changed_or_missing_image_is_
     image.unlink()
     with pytest.raises(ImageNotFoundError, match="the run's image is gone"):
         rerun(folder)
+
+
+@pytest.mark.container
+def test_rerun_pulls_a_referenced_image_again_by_digest_and_refuses_other_content(
+        packed_image, file_server, tmp_path, no_leftovers):
+    from dacstyle.images.cache import ImageCache, hash_file
+    from dacstyle.images.pack import pack_directory
+
+    url = file_server.add("env.sif", packed_image)
+    folder = logged_run(tmp_path, runtime="bwrap", image=url, episodes=2)
+    digest = json.loads((folder / "manifest.json").read_text())["image"]["sha256"]
+    assert digest == hash_file(packed_image)
+    ImageCache().remove(digest)  # as on another machine: the image must come from the reference again
+    gets = len(file_server.gets("env.sif"))
+    assert rerun(folder).identical
+    assert len(file_server.gets("env.sif")) == gets + 1
+    ImageCache().remove(digest)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "note").write_text("not the benchmark's image")
+    pack_directory(tmp_path / "other", tmp_path / "other.sif")
+    file_server.add("env.sif", tmp_path / "other.sif")  # the reference now serves something else
+    with pytest.raises(DigestMismatchError, match="now serves another image than the run used"):
+        rerun(folder)

@@ -1,4 +1,4 @@
-"""Core subcommands: ``run`` (the baseline script), ``serve``, ``cleanup`` and ``config``."""
+"""Core subcommands: ``run`` (any agent on any benchmark), ``serve``, ``cleanup`` and ``config``."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def _agent_factory(args: argparse.Namespace) -> Any:
     if args.agent == "random":
         return lambda env: RandomAgent(env, seed=args.seed)
     if args.agent == "static":
-        return lambda env: StaticAgent(env, args.action if args.action is not None else _lowest_action(env.action_space))
+        return lambda env: StaticAgent(env, _lowest_action(env.action_space) if args.action is None else args.action)
     if ":" not in args.agent:
         raise BenchmarkError(f"unknown agent {args.agent!r}; use random, static or module:Class")
     entry_point = load_entry_point(args.agent)

@@ -82,7 +82,9 @@ def check_root(root: Path, *, shared: bool) -> None:
         return
     problem = _trust_problem(root, info, shared, sticky_needed=False)
     if problem:
-        advice = "" if "symlink" in problem or "folder" in problem else "; " + _ADVICE.format(path=root)
+        advice = ("" if "symlink" in problem or "folder" in problem
+                  else f"; chmod o-w {root} (no cache may be world-writable)" if "every user" in problem
+                  else "; " + _ADVICE.format(path=root))
         raise CacheTrustError(f"image cache {root} {problem}{advice}")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import uuid as _uuid
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ SQUASHFS_MAGIC = b"hsqs"
 #: More descriptors than any image needs (the reference implementation writes 48): a header
 #: claiming more is rejected before anything is read, so a hostile header costs no memory.
 MAX_DESCRIPTORS = 4096
+#: The largest object read whole (definition file, labels, JSON, signatures); partitions are streamed.
+MAX_METADATA_BYTES = 16 << 20
 INSPECT_METADATA_NAME = "inspect-metadata.json"
 
 _HEADER = struct.Struct("<32s10s3s3s16s8q")
@@ -216,7 +219,10 @@ class SifImage:
         return self.primary_partition().size
 
     def read_object(self, descriptor: Descriptor) -> bytes:
-        """The bytes of one (small) data object."""
+        """The bytes of one metadata object; ImageFormatError over MAX_METADATA_BYTES (bounded memory)."""
+        if descriptor.size > MAX_METADATA_BYTES:
+            raise ImageFormatError(f"{self.path}: object {descriptor.id} ({descriptor.data_type}) claims "
+                                   f"{descriptor.size} bytes, more than the {MAX_METADATA_BYTES} allowed")
         return b"".join(self.iter_object(descriptor))
 
     def iter_object(self, descriptor: Descriptor, chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -284,8 +290,12 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
     """
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        with os.fdopen(os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):  # a FIFO or device is never read as an image
+                kind = "is a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+                raise ImageFormatError(f"{p}: {kind}, not a SIF file")
+            size = info.st_size
             raw = f.read(HEADER_SIZE)
             if len(raw) >= 42 and raw[32:42] != MAGIC:
                 raise ImageFormatError(f"{p}: bad magic {raw[32:42]!r}, "
@@ -300,8 +310,6 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
             table_size = header.descriptors_total * DESCRIPTOR_SIZE
             f.seek(header.descriptors_offset)
             table = f.read(table_size)
-    except IsADirectoryError as exc:
-        raise ImageFormatError(f"{p}: is a directory, not a SIF file") from exc
     except FileNotFoundError as exc:
         raise ImageNotFoundError(f"{p}: no such image file") from exc
     except OSError as exc:
