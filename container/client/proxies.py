@@ -5,9 +5,10 @@ the methods the server serves; :class:`RemoteEnvironment` is a real
 ``gymnasium.Env`` subclass whose spaces were rebuilt on the host. Every call has a
 timeout: the channel default, a per-method one (:meth:`set_timeout`), or both.
 
-States: a call on a closed proxy raises :class:`~dacstyle.errors.ClosedError`; after a
-call timed out, the remote object's state is unknown, so every later call fails at
-once with :class:`~dacstyle.errors.CallTimeoutError` (closing still works). A pickled
+States: a call on a closed proxy raises :class:`~dacstyle.errors.ClosedError`. After a
+call timed out, an environment's state is unknown (did the step happen?), so every
+later call on it fails at once with :class:`~dacstyle.errors.CallTimeoutError`
+(closing still works); an object proxy reconnects on its next call. A pickled
 environment carries the server's address and the path of its 0600 token file, never
 the token, and attaches to the same remote environment in the new process.
 """
@@ -41,6 +42,7 @@ class RemoteHandle:
         self._release = release
         self.closed = False
         self.timed_out: str | None = None  # set by a call that timed out: the remote state is unknown
+        self.fail_after_timeout = False  # environments: True, objects reconnect on the next call
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``method`` remotely and return its decoded result (or raise its error)."""
@@ -61,7 +63,8 @@ class RemoteHandle:
         try:
             reply = self.channel.invoke(self._proxy, self._lock, exposed, args, timeout)
         except CallTimeoutError:
-            self.timed_out = f"{method}()"
+            if self.fail_after_timeout:
+                self.timed_out = f"{method}()"
             raise
         return self.channel.unwrap(reply)
 
@@ -148,6 +151,7 @@ class RemoteEnvironment(gym.Env):
 
     def __init__(self, handle: RemoteHandle, description: dict[str, Any], benchmark: Any = None) -> None:
         self._remote = handle
+        handle.fail_after_timeout = True
         self._description = description
         self._benchmark = None
         self._attributes: frozenset[str] = frozenset()

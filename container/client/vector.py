@@ -70,6 +70,8 @@ class RemoteVectorEnv(VectorEnv):
     def __init__(self, parts: list[_Part], description: dict[str, Any], autoreset_mode: AutoresetMode,
                  on_close: Callable[[], None] = lambda: None) -> None:
         self._parts = parts
+        for part in parts:
+            part.handle.fail_after_timeout = True
         self._on_close = on_close
         self.num_envs = sum(part.size for part in parts)
         self.autoreset_mode = autoreset_mode
