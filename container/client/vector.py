@@ -22,7 +22,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 
 from dacstyle import codec
 from dacstyle.benchmarks.spec import Benchmark
-from dacstyle.errors import BenchmarkError, ChannelError
+from dacstyle.errors import BenchmarkError, ChannelError, ClosedError
 
 from .envfn import ControlLink
 from .proxies import RemoteHandle
@@ -117,6 +117,8 @@ class RemoteVectorEnv(VectorEnv):
         The first part runs in the calling thread, the others in the pool; every
         server answers (or times out) before the first error is raised.
         """
+        if self.closed:
+            raise ClosedError(f"{self!r} is closed")
         if self._pool is None or len(parts) == 1:
             return [run(part) for part in parts]
         futures = [self._pool.submit(run, part) for part in parts[1:]]
