@@ -18,6 +18,7 @@ from Pyro5 import errors as pyro_errors
 from Pyro5.client import Proxy
 
 from dacstyle import codec
+from dacstyle.sharedarrays import area_for, using
 from dacstyle.errors import (
     AuthenticationError,
     CallTimeoutError,
@@ -79,6 +80,7 @@ class Channel:
         self.call_timeout = call_timeout
         self._token = token
         self.token_file = token_file  # what a pickled proxy carries instead of the token
+        self.arrays = area_for(location)  # the server's shared array area, on the same node
         self._server_gone = server_gone
         self._stderr_tail = stderr_tail or (lambda: "")
         self.exceptions = exceptions  # rebuilt as their own type, besides builtins and dacstyle's tree
@@ -123,7 +125,8 @@ class Channel:
     def unwrap(self, reply: Any) -> Any:
         """Decode a server reply ``{"ok": value}`` or raise its ``{"error": ...}``."""
         if isinstance(reply, dict) and "ok" in reply:
-            return codec.decode(reply["ok"])
+            with using(self.arrays):
+                return codec.decode(reply["ok"])
         if isinstance(reply, dict) and "error" in reply:
             raise codec.decode_exception(reply["error"], self.exceptions)
         raise ChannelError(f"malformed reply from the server: {str(reply)[:200]}")

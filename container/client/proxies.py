@@ -23,6 +23,7 @@ import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
 
 from dacstyle import codec
+from dacstyle.sharedarrays import using
 from dacstyle.errors import CallTimeoutError, ChannelError, ClosedError
 
 from .channel import Channel
@@ -46,7 +47,10 @@ class RemoteHandle:
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``method`` remotely and return its decoded result (or raise its error)."""
-        return self.invoke("call", method, (method, codec.encode(list(args)), codec.encode(kwargs)))
+        self._check_usable(method)  # before large arguments are written to the shared area
+        with using(self.channel.arrays):
+            encoded = (method, codec.encode(list(args)), codec.encode(kwargs))
+        return self.invoke("call", method, encoded)
 
     def get(self, name: str) -> Any:
         """The current value of a remote attribute the spec lists."""
@@ -54,11 +58,7 @@ class RemoteHandle:
 
     def invoke(self, exposed: str, method: str, args: tuple) -> Any:
         """Call the hosted object's ``exposed`` method with ``args`` (``method`` picks the timeout)."""
-        if self.closed:
-            raise ClosedError(f"{method}() on {self.object_id}: it is closed")
-        if self.timed_out is not None:
-            raise CallTimeoutError(f"{method}() on {self.object_id}: an earlier call timed out ({self.timed_out}), "
-                                   "so its state is unknown; close it and make a new one")
+        self._check_usable(method)
         timeout = self._timeouts.get(method, self._timeouts.get(None))
         try:
             reply = self.channel.invoke(self._proxy, self._lock, exposed, args, timeout)
@@ -67,6 +67,13 @@ class RemoteHandle:
                 self.timed_out = f"{method}()"
             raise
         return self.channel.unwrap(reply)
+
+    def _check_usable(self, method: str) -> None:
+        if self.closed:
+            raise ClosedError(f"{method}() on {self.object_id}: it is closed")
+        if self.timed_out is not None:
+            raise CallTimeoutError(f"{method}() on {self.object_id}: an earlier call timed out ({self.timed_out}), "
+                                   "so its state is unknown; close it and make a new one")
 
     def set_timeout(self, seconds: float | None, method: str | None = None) -> None:
         """Set the timeout of one method, or of all (``method=None``); None resets it."""

@@ -19,6 +19,7 @@ from gymnasium.vector import SyncVectorEnv
 from Pyro5.server import Daemon, expose
 
 from dacstyle import codec
+from dacstyle.sharedarrays import ArrayArea, using
 from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.errors import BenchmarkError
 
@@ -35,13 +36,15 @@ ENV_METHODS = ("reset", "step", "render", "close")
 class Hosted:
     """One benchmark object behind the channel, reachable only through ``methods`` and ``attributes``."""
 
-    def __init__(self, target: Any, methods: list[str] | tuple[str, ...], attributes: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(self, target: Any, methods: list[str] | tuple[str, ...], attributes: list[str] | tuple[str, ...] = (),
+                 area: ArrayArea | None = None) -> None:
         missing = [m for m in methods if not callable(getattr(target, m, None))]
         if missing:
             raise AttributeError(f"{type(target).__name__} has no method(s) {missing}")
         self._target = target
         self._methods = frozenset(methods)
         self._attributes = frozenset(attributes)
+        self._area = area  # large arrays in and out travel through it
         self._lock = threading.Lock()
 
     @expose
@@ -50,7 +53,7 @@ class Hosted:
         if name not in self._attributes:
             return {"error": codec.encode_exception(AttributeError(f"attribute {name!r} is not served"))}
         try:
-            with self._lock:
+            with self._lock, using(self._area):
                 return {"ok": codec.encode(getattr(self._target, name))}
         except Exception as exc:
             return {"error": codec.encode_exception(exc)}
@@ -61,9 +64,11 @@ class Hosted:
         if method not in self._methods:
             return {"error": codec.encode_exception(AttributeError(f"method {method!r} is not served"))}
         try:
-            with self._lock:  # a benchmark object is not assumed to be thread-safe
-                result = getattr(self._target, method)(*codec.decode(args), **codec.decode(kwargs))
-            return {"ok": codec.encode(result)}
+            with using(self._area):
+                args, kwargs = codec.decode(args), codec.decode(kwargs)
+                with self._lock:  # a benchmark object is not assumed to be thread-safe
+                    result = getattr(self._target, method)(*args, **kwargs)
+                return {"ok": codec.encode(result)}
         except Exception as exc:
             log.debug("%s raised in %s", type(exc).__name__, method, exc_info=True)
             return {"error": codec.encode_exception(exc)}
@@ -157,6 +162,9 @@ class Control:
         self._agent_daemon = agent_daemon
         self._shutdown = shutdown
         self._hosted: dict[str, Hosted] = {}
+        where = daemon.locationStr
+        self._area = ArrayArea(os.path.join(os.path.dirname(where[4:]), "arrays"), create=True) \
+            if where.startswith("./u:") else None  # same node only: across nodes arrays travel inline
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -176,7 +184,7 @@ class Control:
             spec = _benchmark_from(codec.decode(spec))
             target = spec.build()
             methods = list(ENV_METHODS) if spec.is_environment else list(spec.methods or ())
-            hosted = Hosted(target, methods, spec.attributes or ())
+            hosted = Hosted(target, methods, spec.attributes or (), self._area)
             description: dict[str, Any] = {"methods": methods, "kind": "environment" if spec.is_environment else "object"}
             if spec.is_environment:
                 description.update(_env_description(target))
@@ -203,7 +211,7 @@ class Control:
                 raise BenchmarkError(f"num_envs must be a positive int, not {num_envs!r}")
             vector = VectorHost(spec, num_envs, autoreset_mode)
             description = {"kind": "vector", "methods": list(VectorHost.METHODS), **_env_description(vector.envs.envs[0])}
-            description["id"] = self._register(f"{spec.name}-vector", Hosted(vector, VectorHost.METHODS))
+            description["id"] = self._register(f"{spec.name}-vector", Hosted(vector, VectorHost.METHODS, area=self._area))
             return {"ok": codec.encode(description)}
         except Exception as exc:
             log.debug("create_vector failed", exc_info=True)
