@@ -36,8 +36,9 @@ _current: contextvars.ContextVar["ArrayArea | None"] = contextvars.ContextVar("d
 class ArrayArea:
     """A folder of one-shot array files shared by the host and one server."""
 
-    def __init__(self, folder: str | Path, create: bool = False) -> None:
+    def __init__(self, folder: str | Path, create: bool = False, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.folder = Path(folder)
+        self.max_bytes = max_bytes  # the channel's frame limit: larger arrays go inline, and are refused there
         if create:
             self.folder.mkdir(mode=0o700, exist_ok=True)
 
@@ -60,6 +61,8 @@ class ArrayArea:
         """
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(f"shared array reference {str(name)[:80]!r} points outside the area")
+        if type(size) is not int or not 0 <= size <= self.max_bytes:
+            raise ValueError(f"shared array {name} of {size} bytes is over the {self.max_bytes}-byte limit")
         path = self.folder / name
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -85,11 +88,11 @@ class ArrayArea:
                 os.unlink(path)
 
 
-def area_for(location: str) -> ArrayArea | None:
+def area_for(location: str, max_bytes: int) -> ArrayArea | None:
     """The area beside the Unix socket of a channel ``location``, if the server made one; None over TCP."""
     kind, _, address = location.partition(":")
     folder = Path(address).parent / "arrays"
-    return ArrayArea(folder) if kind == "unix" and folder.is_dir() else None
+    return ArrayArea(folder, max_bytes=max_bytes) if kind == "unix" and folder.is_dir() else None
 
 
 def current_area() -> ArrayArea | None:

@@ -76,6 +76,10 @@ def test_references_outside_the_area_or_to_other_files_are_refused(area, tmp_pat
     cases["holds"] = _reference(area, size=ARRAYS[0].nbytes * 2, shape=[ARRAYS[0].size * 2])
     cases["not its dtype times its shape"] = _reference(area, shape=[ARRAYS[0].size + 1])
     cases["bad dtype"] = _reference(area, descr="|O")
+    small = ArrayArea(area.folder, max_bytes=ARRAYS[0].nbytes - 1)
+    for message, tree in {"over the": _reference(area)}.items():
+        with using(small), pytest.raises(ValueError, match=message):
+            codec.decode(tree)
     for message, tree in cases.items():
         with using(area), pytest.raises(ValueError, match=message.strip()):
             codec.decode(tree)

@@ -18,6 +18,7 @@ from Pyro5 import errors as pyro_errors
 from Pyro5.client import Proxy
 
 from dacstyle import codec
+from dacstyle.config import config
 from dacstyle.sharedarrays import area_for, using
 from dacstyle.errors import (
     AuthenticationError,
@@ -80,7 +81,7 @@ class Channel:
         self.call_timeout = call_timeout
         self._token = token
         self.token_file = token_file  # what a pickled proxy carries instead of the token
-        self.arrays = area_for(location)  # the server's shared array area, on the same node
+        self.arrays = area_for(location, config.max_message_size)  # the server's shared array area, on one node
         self._server_gone = server_gone
         self._stderr_tail = stderr_tail or (lambda: "")
         self.exceptions = exceptions  # rebuilt as their own type, besides builtins and dacstyle's tree

@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable
 
 from gymnasium.vector import SyncVectorEnv
+from Pyro5 import config as pyro_config
 from Pyro5.server import Daemon, expose
 
 from dacstyle import codec
@@ -163,7 +164,8 @@ class Control:
         self._shutdown = shutdown
         self._hosted: dict[str, Hosted] = {}
         where = daemon.locationStr
-        self._area = ArrayArea(os.path.join(os.path.dirname(where[4:]), "arrays"), create=True) \
+        self._area = ArrayArea(os.path.join(os.path.dirname(where[4:]), "arrays"), create=True,
+                               max_bytes=pyro_config.MAX_MESSAGE_SIZE) \
             if where.startswith("./u:") else None  # same node only: across nodes arrays travel inline
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
