@@ -97,3 +97,13 @@ def test_remote_echo_through_the_area_and_a_server_that_refuses_the_token_file(n
         with pytest.raises(ValueError, match="outside the area"):
             probe._remote.invoke("call", "echo", ("echo", [stolen], {}))
         probe.release()
+
+
+def test_the_area_is_shared_with_a_server_in_a_bwrap_container(packed_image, no_leftovers):
+    with RemoteRunner(probe_benchmark(), runtime="bwrap", image=packed_image) as runner:
+        probe = runner.get_object()
+        assert runner.server.channel.arrays is not None
+        for array in ARRAYS[:2]:
+            same(array, probe.echo(array))
+        assert os.listdir(runner.server.run.path / "host" / "arrays") == []
+        probe.release()

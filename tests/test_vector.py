@@ -200,3 +200,16 @@ def test_bad_sizes_and_objects_are_refused_before_any_server_starts(no_leftovers
         with pytest.raises(BenchmarkError, match="not an environment"):
             runner.make_vector_env(2)
     assert RemoteVectorEnv.__mro__[1] is gym.vector.VectorEnv
+
+
+def test_vector_env_over_two_bwrap_containers_equals_sync_vector_env(packed_image, no_leftovers):
+    bench = SigmoidBenchmark().set_seed(8)
+    local = gym.vector.SyncVectorEnv([bench.get_environment] * 4)
+    local.action_space.seed(1)
+    actions = [local.action_space.sample() for _ in range(12)]
+    expected = rollout(local, actions, seed=2)
+    with RemoteRunner(bench, runtime="bwrap", image=packed_image) as runner:
+        vec = runner.make_vector_env(4, num_servers=2)
+        got = rollout(vec, actions, seed=2)
+        vec.close()
+    same(got, expected)
