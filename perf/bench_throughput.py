@@ -4,8 +4,9 @@ Rows: 16 remote Sigmoid envs on 2 servers (``runner.make_vector_env``) against o
 local Sigmoid env, in env steps per second (target, issue 11: >= 1.0x); one remote
 ``env.step`` against a bare Pyro5 JSON daemon that steps the same env itself and
 answers a reply of the same size (dacstyle's own share, target <= 25 us); the
-server's memory per sub-env (32 envs on one server); then a profile of remote
-steps on the host, grouped by where the time goes.
+server's memory per sub-env (32 envs on one server); a 1 MiB float32 array echoed
+through the run's shared area (target >= 1 GB/s), next to what base64 encoding alone
+allows inline; then a profile of remote steps on the host, grouped by where the time goes.
 
     python perf/bench_throughput.py [--steps 2000] [--repeats 5]
 """
@@ -31,6 +32,7 @@ import numpy as np
 from dacstyle import RemoteRunner, codec
 from dacstyle.benchmarks import SigmoidBenchmark
 from dacstyle.errors import IsolationWarning
+from dacstyle.testing import probe_benchmark
 
 BARE_SERVER = r"""
 import sys
@@ -151,6 +153,16 @@ def profile_steps(env, steps: int) -> list[tuple[str, float]]:
     return sorted(((g, t / steps * 1e6) for g, t in groups.items()), key=lambda item: -item[1])
 
 
+def echo_rate(repeats: int) -> tuple[float, float]:
+    """MB/s of a 1 MiB float32 echo (both directions) through the shared area, and of its base64 JSON encoding alone."""
+    array = np.random.default_rng(0).random(256 * 1024, dtype=np.float32)
+    with RemoteRunner(probe_benchmark(), runtime="process") as runner:
+        probe = runner.get_object()
+        shared = statistics.median(timed(lambda: probe.echo(array), repeats))
+    inline = statistics.median(timed(lambda: codec.decode(codec.encode(array)), repeats))  # no area: inline
+    return 2 * array.nbytes / shared / 1e6, 2 * array.nbytes / inline / 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="steps per measurement (default 2000)")
@@ -181,6 +193,7 @@ def main() -> None:
         per_env_kib = (rss_kib(runner.server.process.pid) - before) / 32
         many.close()
     bare = median([median(bare_step(args.steps, reply, action_args)) for _ in range(args.repeats)])
+    shared_rate, inline_rate = echo_rate(100)
     own_step = median(timed(stepper(local_env, False), args.steps))
 
     local_rate, vector_rate = 1 / local, 16 / vector
@@ -195,6 +208,8 @@ def main() -> None:
         ("remote env.step (dacstyle)", f"{remote * 1e6:.1f} us", ""),
         ("  dacstyle's own share", f"{share:.1f} us", "target <= 25 us"),
         ("server memory per sub-env (32 on one server)", f"{per_env_kib:.0f} KiB", ""),
+        ("1 MiB float32 echo, shared area", f"{shared_rate:,.0f} MB/s", "target >= 1000 MB/s"),
+        ("  inline: base64 encode + decode alone, no channel", f"{inline_rate:,.0f} MB/s", "an upper bound for inline"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement (median of ' + str(args.repeats) + ')':<{width}}  {'value':>16}  ratio")
