@@ -374,9 +374,10 @@ def test_a_full_disk_is_a_typed_error_and_leaves_no_half_made_file(small_disk, f
     assert leftovers == []
 
 
-def test_a_read_only_cache_is_a_typed_error_and_leaves_nothing(small_disk, file_server, big_sif):
+def test_a_read_only_cache_is_a_typed_error_and_leaves_nothing(small_disk, file_server, big_sif, sif_file):
     cache = ImageCache(small_disk / "cache")
-    cache.prune()
+    small = cache.add(sif_file, ref="small@1")
+    cache._update_index(lambda index: index["blobs"][small.sha256].update(ino=0))  # as if copied: re-hash due
     before = _files_under(cache.root)
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True, capture_output=True, timeout=30)
     url = file_server.add("big.sif", big_sif)
@@ -386,3 +387,4 @@ def test_a_read_only_cache_is_a_typed_error_and_leaves_nothing(small_disk, file_
         cache.add(big_sif, ref="big@1")
     assert _files_under(cache.root) == before
     assert file_server.requests == []
+    assert cache.lookup("small@1").path == small.path  # re-hashed, not re-recorded, still served

@@ -20,6 +20,7 @@ can rewrite the index, so every use re-hashes the image.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -199,7 +200,8 @@ class ImageCache:
                     if _hash_handle(handle) != sha256:
                         raise DigestMismatchError(f"cached {path} does not hash to {sha256}")
                     if not unchanged:
-                        self._record_blob(sha256, path)
+                        with contextlib.suppress(CacheError):  # a read-only cache still serves it
+                            self._record_blob(sha256, path)
             except (ImageFormatError, DigestMismatchError, ImageNotFoundError):
                 self._discard(sha256)
                 return None
@@ -369,6 +371,8 @@ def _unlink(blob: Path) -> None:
     try:
         blob.unlink(missing_ok=True)
     except OSError as exc:
+        if exc.errno != errno.EPERM:
+            raise write_error(blob, exc) from exc
         raise CacheTrustError(f"cannot remove {blob} ({exc.strerror}): it belongs to uid "
                               f"{os.lstat(blob).st_uid}; ask them or the cache's owner to delete it") from exc
 
