@@ -108,6 +108,10 @@ def test_load_reads_a_run_folder_back_and_catches_an_edited_log(tmp_path, no_lef
     log.write_text("\n".join(lines[:2]) + "\n")  # a truncated log
     with pytest.raises(RunFolderError, match="has 2 episodes, the manifest lists 3"):
         list(read_episodes(results.path))
+    manifest = json.loads((results.path / "manifest.json").read_text())
+    del manifest["episodes"]  # as an older dacstyle wrote it
+    with pytest.raises(RunFolderError, match="without episode digests: its log cannot be checked"):
+        list(read_episodes(results.path, manifest))
 
 
 def test_reprs_are_short_and_say_what_matters(tmp_path, no_leftovers):
