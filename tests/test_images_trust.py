@@ -253,6 +253,27 @@ def test_swapped_content_with_restored_mtime_is_caught_in_a_shared_cache(
     assert len(file_server.gets("big.sif")) == 2
 
 
+def test_a_forged_index_cannot_point_outside_the_cache(other_user, public_dir, sif_file):
+    cache = _shared_cache(public_dir / "cache", other_user.pw_gid)
+    cache.add(sif_file, ref="small@1")
+    elsewhere = public_dir / "experiment.sif"  # root's own file outside the cache: not a valid image
+    elsewhere.write_bytes(b"results of a week")
+
+    def forge() -> None:
+        index = json.loads(cache.index_path.read_text())
+        index["refs"]["small@1"] = "../../experiment"
+        index["blobs"]["../../experiment"] = {"refs": ["small@1"]}
+        forged = cache.root / "forged.json"
+        forged.write_text(json.dumps(index))
+        os.replace(forged, cache.index_path)
+    as_user(other_user, forge)
+    assert cache.lookup("small@1") is None
+    cache.prune()
+    assert elsewhere.read_bytes() == b"results of a week", "a forged index made root delete a file"
+    with pytest.raises(CacheTrustError, match="not a sha256 digest"):
+        cache.get("../../experiment")
+
+
 def test_swapped_content_with_restored_mtime_is_caught_in_a_private_cache(images_env, file_server, big_sif):
     url = file_server.add("big.sif", big_sif)
     digest = hash_file(big_sif)
