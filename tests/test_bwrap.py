@@ -256,3 +256,19 @@ def test_a_server_gets_no_network_unless_it_is_allowed(packed_image, no_leftover
             listener.setblocking(True)
             listener.settimeout(10)
             listener.accept()[0].close()  # the same server reaches the host once allowed
+
+
+def test_a_run_has_its_own_pids_cgroup_and_it_is_gone_after_close(packed_image, no_leftovers):
+    from dacstyle.config import config
+    from dacstyle.runtimes.limits import _own_cgroup_dirs
+
+    parents = [d for d in _own_cgroup_dirs() if os.access(d, os.W_OK)]
+    if not parents:
+        pytest.skip("the host delegates no pids cgroup here (RLIMIT_NPROC is the limit)")
+    config.sandbox_max_processes = 321
+    with RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=packed_image) as runner:
+        runner.get_environment().reset()
+        cgroup = parents[0] / f"dacstyle-{runner.server.run.path.name}"
+        assert (cgroup / "pids.max").read_text().strip() == "321"
+        assert len((cgroup / "cgroup.procs").read_text().split()) >= 2  # bwrap's init and the server
+    assert not cgroup.exists()
