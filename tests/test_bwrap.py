@@ -203,3 +203,72 @@ def test_image_whose_python_lacks_dacstyle_fails_fast_with_stderr(packed_image, 
     assert "dacstyle" in str(info.value)
     assert installed.exists()
 
+
+
+# -- the sandbox's limits (issue 8); the attacks themselves run in tests/test_competition_remote.py ---------
+
+def test_limits_launcher_sets_the_rlimits_then_runs_the_command():
+    from dacstyle.runtimes.limits import Limits, launcher_argv
+
+    code = ("import json, resource; print(json.dumps([resource.getrlimit(getattr(resource, 'RLIMIT_' + n)) "
+            "for n in ('NPROC', 'DATA', 'FSIZE')]))")
+    argv = [*launcher_argv(Limits(processes=4000, memory=3 << 30, file_size=5 << 20)), sys.executable, "-c", code]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(done.stdout) == [[4000, 4000], [3 << 30, 3 << 30], [5 << 20, 5 << 20]]
+
+
+def test_sandbox_argv_drops_privileges_sizes_tmpfs_and_cuts_the_network(tmp_path):
+    from dacstyle.config import config
+    from dacstyle.runtimes.bwrap import sandbox_argv
+
+    config.sandbox_tmpfs_size = 12345
+    argv = sandbox_argv(tmp_path, [], {}, network=False)
+    bwrap = argv[argv.index("bwrap"):]
+    assert bwrap[bwrap.index("--cap-drop") + 1] == "ALL" and "--disable-userns" in bwrap
+    assert bwrap[bwrap.index("--unshare-user"):bwrap.index("--unshare-user") + 5] == [
+        "--unshare-user", "--uid", "65534", "--gid", "65534"]
+    for folder in ("/tmp", "/run"):
+        at = bwrap.index(folder)
+        assert bwrap[at - 3:at] == ["--size", "12345", "--tmpfs"], folder
+    assert "--unshare-net" in bwrap and "--unshare-net" not in sandbox_argv(tmp_path, [], {})
+    assert argv[:3] == [sys.executable, "-I", "-S"] and "--nproc" in argv[:argv.index("bwrap")]
+
+
+def test_a_server_gets_no_network_unless_it_is_allowed(packed_image, no_leftovers):
+    import socket
+
+    from dacstyle.benchmarks.spec import Benchmark
+    from dacstyle.config import config
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        # the served object is a connection to the host's port, made by the server as it builds it
+        dial = Benchmark(name="dial", entry_point="socket:create_connection", seed_key="", methods=["fileno"],
+                         config={"address": ["127.0.0.1", listener.getsockname()[1]], "timeout": 5})
+        with RemoteRunner(dial, runtime="bwrap", image=packed_image) as runner:
+            with pytest.raises(errors.BenchmarkError, match="ConnectionRefusedError"):  # its own, empty network
+                runner.get_object()
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        config.sandbox_network = True
+        with RemoteRunner(dial, runtime="bwrap", image=packed_image) as runner:
+            runner.get_object()
+            listener.setblocking(True)
+            listener.settimeout(10)
+            listener.accept()[0].close()  # the same server reaches the host once allowed
+
+
+def test_a_run_has_its_own_pids_cgroup_and_it_is_gone_after_close(packed_image, no_leftovers):
+    from dacstyle.config import config
+    from dacstyle.runtimes.limits import _own_cgroup_dirs
+
+    parents = [d for d in _own_cgroup_dirs() if os.access(d, os.W_OK)]
+    if not parents:
+        pytest.skip("the host delegates no pids cgroup here (RLIMIT_NPROC is the limit)")
+    config.sandbox_max_processes = 321
+    with RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=packed_image) as runner:
+        runner.get_environment().reset()
+        cgroup = parents[0] / f"dacstyle-{runner.server.run.path.name}"
+        assert (cgroup / "pids.max").read_text().strip() == "321"
+        assert len((cgroup / "cgroup.procs").read_text().split()) >= 2  # bwrap's init and the server
+    assert not cgroup.exists()

@@ -253,6 +253,27 @@ def test_swapped_content_with_restored_mtime_is_caught_in_a_shared_cache(
     assert len(file_server.gets("big.sif")) == 2
 
 
+def test_a_forged_index_cannot_point_outside_the_cache(other_user, public_dir, sif_file):
+    cache = _shared_cache(public_dir / "cache", other_user.pw_gid)
+    cache.add(sif_file, ref="small@1")
+    elsewhere = public_dir / "experiment.sif"  # root's own file outside the cache: not a valid image
+    elsewhere.write_bytes(b"results of a week")
+
+    def forge() -> None:
+        index = json.loads(cache.index_path.read_text())
+        index["refs"]["small@1"] = "../../experiment"
+        index["blobs"]["../../experiment"] = {"refs": ["small@1"]}
+        forged = cache.root / "forged.json"
+        forged.write_text(json.dumps(index))
+        os.replace(forged, cache.index_path)
+    as_user(other_user, forge)
+    assert cache.lookup("small@1") is None
+    cache.prune()
+    assert elsewhere.read_bytes() == b"results of a week", "a forged index made root delete a file"
+    with pytest.raises(CacheTrustError, match="not a sha256 digest"):
+        cache.get("../../experiment")
+
+
 def test_swapped_content_with_restored_mtime_is_caught_in_a_private_cache(images_env, file_server, big_sif):
     url = file_server.add("big.sif", big_sif)
     digest = hash_file(big_sif)
@@ -374,9 +395,10 @@ def test_a_full_disk_is_a_typed_error_and_leaves_no_half_made_file(small_disk, f
     assert leftovers == []
 
 
-def test_a_read_only_cache_is_a_typed_error_and_leaves_nothing(small_disk, file_server, big_sif):
+def test_a_read_only_cache_is_a_typed_error_and_leaves_nothing(small_disk, file_server, big_sif, sif_file):
     cache = ImageCache(small_disk / "cache")
-    cache.prune()
+    small = cache.add(sif_file, ref="small@1")
+    cache._update_index(lambda index: index["blobs"][small.sha256].update(ino=0))  # as if copied: re-hash due
     before = _files_under(cache.root)
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True, capture_output=True, timeout=30)
     url = file_server.add("big.sif", big_sif)
@@ -386,3 +408,4 @@ def test_a_read_only_cache_is_a_typed_error_and_leaves_nothing(small_disk, file_
         cache.add(big_sif, ref="big@1")
     assert _files_under(cache.root) == before
     assert file_server.requests == []
+    assert cache.lookup("small@1").path == small.path  # re-hashed, not re-recorded, still served

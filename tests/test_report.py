@@ -73,12 +73,20 @@ def test_report_refuses_a_tampered_run(two_runs, tmp_path):
         write_report([copy], tmp_path / "r.html")
 
 
-def test_report_shows_grades_and_medals(two_runs, tmp_path):
-    copy = tmp_path / two_runs[1].name
-    shutil.copytree(two_runs[1], copy)
-    (copy / "grade.json").write_text(json.dumps({"valid": True, "score": 0.8125, "medal": "silver", "errors": []}))
-    page = write_report([copy], tmp_path / "r.html").read_text()
-    assert "<th>score</th><td>0.8125</td>" in page and "<th>medal</th><td>silver</td>" in page
+def test_report_shows_the_grade_and_medal_of_a_competition_run(tmp_path, no_leftovers):
+    from dacstyle.agents.scripted import ScriptedCompetitionAgent
+    from dacstyle.competitions import CompetitionTask, make_competition
+
+    competition = make_competition("spaceship-titanic-lite", tmp_path / "competition", seed=0)
+    with RemoteRunner(CompetitionTask(competition), runtime="process", runs_dir=tmp_path / "runs") as runner:
+        results = runner.run(ScriptedCompetitionAgent(runner.get_environment()), 1)
+    grade = results.extra["grade"]
+    assert grade["valid"] and grade["medal"]
+    page = write_report([results.path], tmp_path / "r.html").read_text()
+    assert f"<th>score</th><td>{grade['score']:.4g}</td>" in page
+    assert f"<th>medal</th><td>{grade['medal']}</td>" in page
+    assert "<th>competition</th><td>spaceship-titanic-lite</td>" in page
+    assert f"<td>{grade['score']} ({grade['medal']})</td>" in page  # in the overview too
 
 
 class Chromium:

@@ -108,6 +108,10 @@ def test_load_reads_a_run_folder_back_and_catches_an_edited_log(tmp_path, no_lef
     log.write_text("\n".join(lines[:2]) + "\n")  # a truncated log
     with pytest.raises(RunFolderError, match="has 2 episodes, the manifest lists 3"):
         list(read_episodes(results.path))
+    manifest = json.loads((results.path / "manifest.json").read_text())
+    del manifest["episodes"]  # as an older dacstyle wrote it
+    with pytest.raises(RunFolderError, match="without episode digests: its log cannot be checked"):
+        list(read_episodes(results.path, manifest))
 
 
 def test_reprs_are_short_and_say_what_matters(tmp_path, no_leftovers):
@@ -169,3 +173,23 @@ def test_progress_bar_over_episodes_when_asked_and_off_when_nobody_watches(tmp_p
     assert "/3 [" not in capfd.readouterr().err
     run_sigmoid(tmp_path, 3, progress=False)
     assert "/3 [" not in capfd.readouterr().err
+
+
+def test_a_run_stopped_by_an_error_leaves_a_folder_that_reads_back(tmp_path, no_leftovers):
+    class FailsInThirdEpisode(RandomAgent):
+        def __init__(self, env):
+            super().__init__(env)
+            self.acts = 0
+
+        def act(self, state, reward):
+            self.acts += 1
+            if self.acts == 25:
+                raise RuntimeError("agent crashed")
+            return super().act(state, reward)
+
+    runs = tmp_path / "runs"
+    with pytest.raises(RuntimeError, match="agent crashed"):
+        run_sigmoid(tmp_path, 5, agent=FailsInThirdEpisode)
+    (folder,) = runs.iterdir()
+    loaded = RunResults.load(folder)
+    assert loaded.lengths == [10, 10] and loaded.manifest["episodes_completed"] == 2

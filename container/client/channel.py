@@ -91,6 +91,11 @@ class Channel:
         """A channel to ``location`` that authenticates with the token read from ``token_file``."""
         return cls(location, read_token_file(token_file), call_timeout=call_timeout, token_file=token_file)
 
+    def declare(self, benchmark: Any) -> None:
+        """Rebuild the exception classes ``benchmark`` declares as their own type on this channel from now on."""
+        declared = [t for t in benchmark.exception_types() if t not in self.exceptions]
+        self.exceptions = (*self.exceptions, *declared)
+
     def proxy(self, object_id: str) -> Proxy:
         """A new JSON proxy to ``object_id`` that presents the token on connect."""
         proxy = Proxy(uri_for(self.location, object_id))

@@ -73,6 +73,7 @@ class EnvFactory:
         """A new RemoteEnvironment on the server, owned by the caller (close() releases it)."""
         spec = Benchmark.from_json(self.benchmark)
         channel = Channel.from_token_file(self.location, self.token_file, self.call_timeout)
+        channel.declare(spec)
         link = ControlLink(channel)
         try:
             description = link.create("create", codec.encode(dataclasses.asdict(spec)))

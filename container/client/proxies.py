@@ -235,4 +235,6 @@ def _attach_environment(state: dict[str, Any]) -> RemoteEnvironment:
 
     channel = Channel.from_token_file(state["location"], state["token_file"], state["call_timeout"])
     benchmark = Benchmark.from_json(state["benchmark"]) if state["benchmark"] is not None else None
+    if benchmark is not None:
+        channel.declare(benchmark)
     return RemoteEnvironment(RemoteHandle(channel, state["object_id"]), codec.decode(state["description"]), benchmark)

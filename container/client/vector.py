@@ -96,6 +96,7 @@ class RemoteVectorEnv(VectorEnv):
         description: dict[str, Any] = {}
         try:
             for channel, size in zip(channels, split_sizes(num_envs, len(channels))):
+                channel.declare(benchmark)
                 link = ControlLink(channel)
                 try:
                     description = link.create("create_vector", spec, size, mode.value)

@@ -20,9 +20,11 @@ can rewrite the index, so every use re-hashes the image.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ __all__ = ["CachedImage", "ImageCache", "hash_file", "verify_sif", "CHUNK"]
 CHUNK = 1 << 20
 _INDEX_VERSION = 1
 _INDEX_LIMIT = 64 << 20  # a larger index is treated as damaged (bounded memory)
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def hash_file(path: Path) -> str:
@@ -100,7 +103,9 @@ class ImageCache:
         return self.root / "index.json"
 
     def blob_path(self, sha256: str) -> Path:
-        """Where the image with this digest lives (whether or not it exists)."""
+        """Where the image with this digest lives (whether or not it exists); never outside the cache."""
+        if not _DIGEST.fullmatch(sha256):
+            raise CacheTrustError(f"{sha256!r} is not a sha256 digest; refusing it as a path in {self.root}")
         return self.root / "blobs" / "sha256" / f"{sha256}.sif"
 
     def part_path(self, key: str) -> Path:
@@ -138,11 +143,14 @@ class ImageCache:
                 data = json.loads(raw) if len(raw) <= _INDEX_LIMIT else {}
             except ValueError:
                 data = {}  # a damaged index is rebuilt from scratch; blobs stay content-addressed
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or data.get("version") != _INDEX_VERSION:
             data = {}
-        if data.get("version") != _INDEX_VERSION:
-            data = {"version": _INDEX_VERSION, "refs": {}, "blobs": {}}
-        return data
+        refs, blobs = data.get("refs"), data.get("blobs")
+        return {"version": _INDEX_VERSION,  # only digests, never paths: a shared index is someone else's text
+                "refs": {k: v for k, v in refs.items() if isinstance(v, str) and _DIGEST.fullmatch(v)}
+                if isinstance(refs, dict) else {},
+                "blobs": {k: v for k, v in blobs.items() if _DIGEST.fullmatch(k) and isinstance(v, dict)}
+                if isinstance(blobs, dict) else {}}
 
     def _update_index(self, change) -> dict:
         """Apply ``change(index)`` under the index lock, then replace the file atomically."""
@@ -199,7 +207,8 @@ class ImageCache:
                     if _hash_handle(handle) != sha256:
                         raise DigestMismatchError(f"cached {path} does not hash to {sha256}")
                     if not unchanged:
-                        self._record_blob(sha256, path)
+                        with contextlib.suppress(CacheError):  # a read-only cache still serves it
+                            self._record_blob(sha256, path)
             except (ImageFormatError, DigestMismatchError, ImageNotFoundError):
                 self._discard(sha256)
                 return None
@@ -369,6 +378,8 @@ def _unlink(blob: Path) -> None:
     try:
         blob.unlink(missing_ok=True)
     except OSError as exc:
+        if exc.errno != errno.EPERM:
+            raise write_error(blob, exc) from exc
         raise CacheTrustError(f"cannot remove {blob} ({exc.strerror}): it belongs to uid "
                               f"{os.lstat(blob).st_uid}; ask them or the cache's owner to delete it") from exc
 

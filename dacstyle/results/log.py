@@ -62,12 +62,6 @@ def _feed(h: Any, value: Any) -> None:
         h.update(np.ascontiguousarray(array).tobytes())
 
 
-def _jsonable(value: Any) -> Any:
-    from dacstyle.container.client.runner import to_jsonable
-
-    return to_jsonable(value)
-
-
 def check_log_steps(log_steps: Any) -> LogSteps:
     """``log_steps`` as given, or a ValueError saying what is allowed."""
     if isinstance(log_steps, bool) or (isinstance(log_steps, int) and log_steps >= 1):
@@ -81,6 +75,9 @@ class EpisodeLog:
     def __init__(self, path: Path, log_steps: LogSteps = True) -> None:
         self.log_steps = check_log_steps(log_steps)
         self.every = 1 if log_steps is True else (0 if log_steps is False else int(log_steps))
+        from dacstyle.container.client.runner import to_jsonable  # here: the runner imports this module
+
+        self._jsonable = to_jsonable
         self._file = open(path, "w")
         self.digests: list[dict[str, Any]] = []
         self._steps: list[dict[str, Any]] = []
@@ -97,16 +94,16 @@ class EpisodeLog:
     def on_step(self, episode: int, t: int, action: Any, reward: float, terminated: bool, truncated: bool,
                 info: Any, observation: Any) -> None:
         """Digest every step; keep the ones ``log_steps`` asks for."""
-        step = {"t": t, "action": _jsonable(action), "obs": observation_digest(observation),
+        step = {"t": t, "action": self._jsonable(action), "obs": observation_digest(observation),
                 "reward": reward, "terminated": terminated, "truncated": truncated}
         self._hash.update(compared_json(step).encode())
         if self.every and t % self.every == 0:
-            step["info"] = _jsonable(info)
+            step["info"] = self._jsonable(info)
             self._steps.append(step)
 
     def end_episode(self, record: dict[str, Any]) -> dict[str, Any]:
         """Write the episode's line (the loop's ``record`` plus steps) and remember its digests."""
-        line_record = {**_jsonable(record), "reset_obs": self._reset_obs}
+        line_record = {**self._jsonable(record), "reset_obs": self._reset_obs}
         if self.every:
             line_record["steps"] = self._steps
         line = json.dumps(line_record)
@@ -158,7 +155,9 @@ def read_episodes(folder: Path | str, manifest: dict[str, Any] | None = None,
     """
     folder = Path(folder)
     manifest = manifest if manifest is not None else read_manifest(folder)
-    digests = manifest.get("episodes") or []
+    if "episodes" not in manifest:
+        raise RunFolderError(f"{folder} was written by a dacstyle without episode digests: its log cannot be checked")
+    digests = manifest["episodes"]
     try:
         handle = open(folder / "episodes.jsonl")
     except FileNotFoundError as exc:

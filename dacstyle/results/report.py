@@ -85,13 +85,15 @@ def _fmt(value: Any) -> str:
 
 def _overview(runs: Sequence[RunResults]) -> str:
     columns = ["folder", "benchmark", "episodes", "mean return", "std return", "mean length", "seed", "agent",
-               "runtime", "image sha256"]
+               "runtime", "image sha256", "grade"]
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     rows = []
     for run in runs:
         facts = run.summary()
         facts["folder"] = run.path.name if run.path is not None else ""
         facts["image sha256"] = (facts["image sha256"] or "")[:16]
+        grade = run.extra.get("grade")
+        facts["grade"] = f"{grade.get('score')} ({grade.get('medal') or 'no medal'})" if grade else ""
         rows.append("<tr>" + "".join(f"<td>{_e(_fmt(facts[c]))}</td>" for c in columns) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -104,7 +106,9 @@ def _run_section(run: RunResults) -> str:
     grade = run.extra.get("grade")
     if grade is not None:
         parts.append("<h3>Grade</h3>")
-        parts.append(_table([("score", grade.get("score")), ("valid", grade.get("valid")),
+        graded = grade.get("report") or {}
+        parts.append(_table([("competition", graded.get("competition")), ("metric", graded.get("metric")),
+                             ("score", grade.get("score")), ("valid", grade.get("valid")),
                              ("medal", grade.get("medal") or "none"),
                              ("errors", "; ".join(e.get("message", "") for e in grade.get("errors") or []))]))
     parts.append("<h3>Manifest</h3>")
