@@ -43,6 +43,22 @@ class RendezvousEnv(gym.Env):
         return np.ones(1, np.float32), 1.0, False, False, {"pid": os.getpid()}
 
 
+class Boom(Exception):
+    """A benchmark's own exception, declared in its spec."""
+
+
+class BoomEnv(RendezvousEnv):
+    """Raises :class:`Boom` on action 1."""
+
+    def __init__(self) -> None:
+        super().__init__("/nonexistent", 1)
+
+    def step(self, action):
+        if action == 1:
+            raise Boom("boom")
+        return np.ones(1, np.float32), 0.0, False, False, {}
+
+
 def with_attributes(bench: Benchmark, *names: str) -> Benchmark:
     """``bench`` with ``names`` readable from the host."""
     return Benchmark(**{**dataclasses.asdict(bench), "attributes": list(names)})
@@ -213,3 +229,18 @@ def test_vector_env_over_two_bwrap_containers_equals_sync_vector_env(packed_imag
         got = rollout(vec, actions, seed=2)
         vec.close()
     same(got, expected)
+
+
+def test_declared_exceptions_arrive_as_their_type_through_vector_envs_and_env_fns(no_leftovers):
+    bench = Benchmark(name="boom", entry_point="test_vector:BoomEnv", exceptions=["test_vector:Boom"])
+    with RemoteRunner(bench, runtime="process") as runner:
+        vec = runner.make_vector_env(2, num_servers=2)
+        vec.reset(seed=0)
+        with pytest.raises(Boom, match="boom"):
+            vec.step(np.array([0, 1]))
+        vec.close()
+        env = runner.env_fn()()
+        env.reset(seed=0)
+        with pytest.raises(Boom, match="boom"):
+            env.step(1)
+        env.close()
