@@ -16,7 +16,7 @@ from dacstyle import RemoteRunner
 from dacstyle.benchmarks import Benchmark, GymnasiumBenchmark, SigmoidBenchmark
 from dacstyle.container.client import channel as channel_module
 from dacstyle.container.client.vector import RemoteVectorEnv
-from dacstyle.errors import BenchmarkError, ClosedError
+from dacstyle.errors import BenchmarkError, CallTimeoutError, ClosedError
 
 
 class RendezvousEnv(gym.Env):
@@ -41,6 +41,18 @@ class RendezvousEnv(gym.Env):
                 raise TimeoutError(f"step {self.count}: the other servers never stepped at the same time")
             time.sleep(0.005)  # a rendezvous between processes through files; bounded by the deadline
         return np.ones(1, np.float32), 1.0, False, False, {"pid": os.getpid()}
+
+
+class SleepyEnv(RendezvousEnv):
+    """Sleeps for its action (seconds) in step and counts the steps it finished."""
+
+    def __init__(self) -> None:
+        super().__init__("/nonexistent", 1)
+
+    def step(self, action):
+        time.sleep(float(action))
+        self.count += 1
+        return np.ones(1, np.float32), 0.0, False, False, {}
 
 
 class Boom(Exception):
@@ -244,3 +256,17 @@ def test_declared_exceptions_arrive_as_their_type_through_vector_envs_and_env_fn
         with pytest.raises(Boom, match="boom"):
             env.step(1)
         env.close()
+
+
+def test_after_one_server_times_out_no_server_steps_again(no_leftovers):
+    bench = Benchmark(name="sleepy", entry_point="test_vector:SleepyEnv", attributes=["count"])
+    with RemoteRunner(bench, runtime="process") as runner:
+        vec = runner.make_vector_env(2, num_servers=2)
+        vec.reset(seed=0)
+        vec.set_timeout(0.3, "step")
+        with pytest.raises(CallTimeoutError, match="did not answer"):
+            vec.step(np.array([0, 1]))  # the second server is still sleeping
+        with pytest.raises(CallTimeoutError, match="an earlier call timed out"):
+            vec.step(np.array([0, 0]))  # refused before any server is asked
+        assert vec._parts[0].handle.call("call", "count", [], {}) == [1]  # the first server stepped only once
+        vec.close()

@@ -22,7 +22,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 
 from dacstyle import codec
 from dacstyle.benchmarks.spec import Benchmark
-from dacstyle.errors import BenchmarkError, ChannelError, ClosedError
+from dacstyle.errors import BenchmarkError, CallTimeoutError, ChannelError, ClosedError
 
 from .envfn import ControlLink
 from .proxies import RemoteHandle
@@ -120,6 +120,10 @@ class RemoteVectorEnv(VectorEnv):
         """
         if self.closed:
             raise ClosedError(f"{self!r} is closed")
+        stale = next((part.handle.timed_out for part in self._parts if part.handle.timed_out), None)
+        if stale is not None:  # no server may step while another's state is unknown
+            raise CallTimeoutError(f"{self!r}: an earlier call timed out ({stale}), so its state is unknown; "
+                                   "close it and make a new one")
         if self._pool is None or len(parts) == 1:
             return [run(part) for part in parts]
         futures = [self._pool.submit(run, part) for part in parts[1:]]
