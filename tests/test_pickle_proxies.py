@@ -12,7 +12,8 @@ import pytest
 
 from dacstyle import RemoteRunner
 from dacstyle.benchmarks import SigmoidBenchmark
-from dacstyle.errors import AuthenticationError
+from dacstyle.container.client.proxies import RemoteHandle
+from dacstyle.errors import AuthenticationError, ClosedError
 
 from conftest import assert_identical
 
@@ -108,4 +109,18 @@ def test_async_vector_env_over_env_fns_equals_sync_vector_env(context, mp_helper
             got = [vec.reset(seed=0)] + [vec.step(a) for a in actions]
         finally:
             vec.close()
+        for number in range(1, 5):  # the workers' three envs and the one AsyncVectorEnv built to read the spaces
+            with pytest.raises(ClosedError):  # each was released on the server when its worker closed it
+                RemoteHandle(runner.server.channel, f"sigmoid.{number}").call("render")
     assert_identical(got, expected)
+
+
+def test_env_fn_survives_cloudpickle_as_subproc_vec_envs_send_it(no_leftovers):
+    import cloudpickle
+
+    with RemoteRunner(SigmoidBenchmark().set_seed(3), runtime="process") as runner:
+        env = cloudpickle.loads(cloudpickle.dumps(runner.env_fn()))()
+        same = runner.get_environment()
+        assert_identical(env.reset(seed=1), same.reset(seed=1))
+        env.close()
+        same.close()
