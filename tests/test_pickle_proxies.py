@@ -57,6 +57,19 @@ def test_a_pickle_carries_the_token_file_path_never_the_token(no_leftovers):
         env.close()
 
 
+def test_what_holds_a_channel_refuses_to_pickle_before_writing_the_token(tmp_path, no_leftovers):
+    from dacstyle.testing import probe_benchmark
+
+    with RemoteRunner(probe_benchmark(), runtime="process") as runner:
+        token = runner.server.run.token("host").encode()
+        obj = runner.get_object()
+        for value in (obj, obj._remote, runner.server.channel):
+            with open(tmp_path / "dump", "wb") as handle, pytest.raises(TypeError, match="never pickled"):
+                pickle.dump(value, handle)
+            assert token not in (tmp_path / "dump").read_bytes()
+        obj.release()
+
+
 def test_a_token_file_others_can_read_is_refused(no_leftovers):
     with RemoteRunner(SigmoidBenchmark(), runtime="process") as runner:
         env = runner.get_environment()

@@ -86,6 +86,11 @@ class Channel:
         self._stderr_tail = stderr_tail or (lambda: "")
         self.exceptions = exceptions  # rebuilt as their own type, besides builtins and dacstyle's tree
 
+    def __reduce__(self) -> Any:
+        """Refuse to pickle: a channel holds the token (a pickled env carries the token file's path instead)."""
+        raise TypeError("a dacstyle channel holds its token and is never pickled; pickle the environment, "
+                        "or pass runner.env_fn(), which carry the token file's path")
+
     @classmethod
     def from_token_file(cls, location: str, token_file: str, call_timeout: float = 60.0) -> "Channel":
         """A channel to ``location`` that authenticates with the token read from ``token_file``."""

@@ -119,6 +119,11 @@ class RemoteObject:
         """Tell the server to drop the object; further calls fail."""
         self._remote.release()
 
+    def __reduce__(self) -> Any:
+        """Refuse to pickle: only environments (and ``runner.env_fn()``) attach from another process."""
+        raise TypeError(f"{type(self).__name__} is never pickled: its channel holds the token; "
+                        "environments and runner.env_fn() can be pickled")
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._remote.object_id} at {self._remote.channel.location}>"
 
