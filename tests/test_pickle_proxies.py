@@ -7,7 +7,6 @@ import os
 import pickle
 
 import gymnasium as gym
-import numpy as np
 import pytest
 
 from dacstyle import RemoteRunner

@@ -19,12 +19,11 @@ import threading
 from typing import Any, Callable, SupportsFloat
 
 import gymnasium as gym
-
 from gymnasium.envs.registration import EnvSpec
 
 from dacstyle import codec
-from dacstyle.sharedarrays import using
 from dacstyle.errors import CallTimeoutError, ChannelError, ClosedError
+from dacstyle.sharedarrays import using
 
 from .channel import Channel
 
