@@ -81,8 +81,9 @@ def encode(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
             raise TypeError("numpy arrays of dtype object cannot be sent; convert them to lists")
-        if value.nbytes >= THRESHOLD and (area := current_area()) is not None and value.nbytes <= area.max_bytes:
-            return {"__shm__": [area.put(value), _dtype_descr(value.dtype), list(value.shape), value.nbytes]}
+        if THRESHOLD <= value.nbytes and (area := current_area()) is not None and value.nbytes <= area.max_bytes:
+            if (name := area.put(value)) is not None:
+                return {"__shm__": [name, _dtype_descr(value.dtype), list(value.shape), value.nbytes]}
         return {"__nd__": [_dtype_descr(value.dtype), list(value.shape), _b64(value.tobytes())]}  # C order
     if isinstance(value, np.generic):
         if isinstance(value, np.object_):

@@ -1,7 +1,8 @@
 """Large arrays between host and server on one node: one file each in the run's shared area.
 
 The area is a 0700 folder ``arrays`` beside the server's Unix socket, inside the run
-folder's ``host/`` (so it is bound into the container). While an area is in use
+folder's ``host/`` (so it is bound into the container); the server makes it with the
+first large array it sends, and the host writes there only once it exists. While an area is in use
 (:func:`using`), :func:`dacstyle.codec.encode` writes an array of at least
 :data:`THRESHOLD` bytes there as one 0600 file with a random name, and the frame
 carries ``{"__shm__": [name, descr, shape, size]}``; the other side's
@@ -38,11 +39,21 @@ class ArrayArea:
     def __init__(self, folder: str | Path, create: bool = False, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes  # the channel's frame limit: larger arrays go inline, and are refused there
-        if create:
-            self.folder.mkdir(mode=0o700, exist_ok=True)
+        self._create = create  # the server's side makes the folder with its first large array
+        self._ready = False
 
-    def put(self, array: np.ndarray) -> str:
-        """Write ``array`` (C order) to a new 0600 file; returns its name."""
+    def put(self, array: np.ndarray) -> str | None:
+        """Write ``array`` (C order) to a new 0600 file; returns its name, or None to send it inline.
+
+        The host's side uses the area only once the server has made it: a server (or an
+        endpoint) that makes none never receives a reference it cannot read.
+        """
+        if not self._ready:
+            if self._create:
+                self.folder.mkdir(mode=0o700, exist_ok=True)
+            elif not self.folder.is_dir():
+                return None
+            self._ready = True
         name = secrets.token_hex(16)
         fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
@@ -88,10 +99,9 @@ class ArrayArea:
 
 
 def area_for(location: str, max_bytes: int) -> ArrayArea | None:
-    """The area beside the Unix socket of a channel ``location``, if the server made one; None over TCP."""
+    """The area beside the Unix socket of a channel ``location`` (used once the server made it); None over TCP."""
     kind, _, address = location.partition(":")
-    folder = Path(address).parent / "arrays"
-    return ArrayArea(folder, max_bytes=max_bytes) if kind == "unix" and folder.is_dir() else None
+    return ArrayArea(Path(address).parent / "arrays", max_bytes=max_bytes) if kind == "unix" else None
 
 
 def current_area() -> ArrayArea | None:

@@ -1,4 +1,4 @@
-"""Proxies behave like the env: closed means ClosedError, a timed-out env fails fast, attributes and spec read through."""
+"""Proxies behave like the env: closed means ClosedError, a timed-out env fails fast, attributes and spec read."""
 
 from __future__ import annotations
 

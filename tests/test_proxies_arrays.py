@@ -21,7 +21,7 @@ ARRAYS = [
 
 @pytest.fixture
 def area(tmp_path):
-    return ArrayArea(tmp_path / "arrays", create=True)
+    return ArrayArea(tmp_path / "arrays", create=True)  # the server's side: makes the folder on first use
 
 
 def same(a: np.ndarray, b: np.ndarray) -> None:
@@ -42,9 +42,12 @@ def test_a_large_array_travels_as_a_private_one_shot_file(array, area):
     assert os.listdir(area.folder) == []  # read once, then gone
 
 
-def test_without_an_area_arrays_stay_inline_and_references_are_refused(area):
+def test_without_an_area_arrays_stay_inline_and_references_are_refused(area, tmp_path):
     tree = codec.encode(ARRAYS[0])
     assert "__nd__" in tree
+    with using(ArrayArea(tmp_path / "not-made")):  # the host's side before the server made the area
+        assert "__nd__" in codec.encode(ARRAYS[0])
+    assert not (tmp_path / "not-made").exists()
     with using(area):
         ref = codec.encode(ARRAYS[0])
     with pytest.raises(ValueError, match="no shared area"):
@@ -89,10 +92,10 @@ def test_remote_echo_through_the_area_and_a_server_that_refuses_the_token_file(n
     with RemoteRunner(probe_benchmark(), runtime="process") as runner:
         probe = runner.get_object()
         area_folder = runner.server.run.path / "host" / "arrays"
-        assert runner.server.channel.arrays is not None and area_folder.is_dir()
+        assert not area_folder.exists()  # made with the server's first large array
         for array in ARRAYS:
             same(array, probe.echo(array))
-        assert os.listdir(area_folder) == []
+        assert os.listdir(area_folder) == [] and os.stat(area_folder).st_mode & 0o777 == 0o700
         stolen = {"__shm__": ["../token", "<u1", [43], 43]}  # the server's own token file, as an argument
         with pytest.raises(ValueError, match="outside the area"):
             probe._remote.invoke("call", "echo", ("echo", [stolen], {}))

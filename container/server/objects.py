@@ -163,10 +163,9 @@ class Control:
         self._agent_daemon = agent_daemon
         self._shutdown = shutdown
         self._hosted: dict[str, Hosted] = {}
-        where = daemon.locationStr
-        self._area = ArrayArea(os.path.join(os.path.dirname(where[4:]), "arrays"), create=True,
-                               max_bytes=pyro_config.MAX_MESSAGE_SIZE) \
-            if where.startswith("./u:") else None  # same node only: across nodes arrays travel inline
+        where = daemon.locationStr  # same node only (the area is made on first use); across nodes arrays are inline
+        self._area = None if not where.startswith("./u:") else ArrayArea(
+            os.path.join(os.path.dirname(where[4:]), "arrays"), create=True, max_bytes=pyro_config.MAX_MESSAGE_SIZE)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -212,8 +211,10 @@ class Control:
             if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
                 raise BenchmarkError(f"num_envs must be a positive int, not {num_envs!r}")
             vector = VectorHost(spec, num_envs, autoreset_mode)
-            description = {"kind": "vector", "methods": list(VectorHost.METHODS), **_env_description(vector.envs.envs[0])}
-            description["id"] = self._register(f"{spec.name}-vector", Hosted(vector, VectorHost.METHODS, area=self._area))
+            description = {"kind": "vector", "methods": list(VectorHost.METHODS),
+                           **_env_description(vector.envs.envs[0])}
+            hosted = Hosted(vector, VectorHost.METHODS, area=self._area)
+            description["id"] = self._register(f"{spec.name}-vector", hosted)
             return {"ok": codec.encode(description)}
         except Exception as exc:
             log.debug("create_vector failed", exc_info=True)
