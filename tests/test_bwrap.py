@@ -291,3 +291,20 @@ def test_for_a_non_root_host_rlimit_nproc_stops_a_fork_flood_in_the_user_namespa
             *launcher_argv(Limits(processes=30, memory=1 << 32, file_size=1 << 30)), *sandbox, system_python, "-c", flood]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.stdout.split()[:1] == ["stopped"] and int(done.stdout.split()[1]) < 30, (done.stdout, done.stderr)
+
+
+def test_a_bubblewrap_too_old_for_the_sandbox_flags_is_refused_by_name(tmp_path, monkeypatch):
+    from dacstyle.runtimes import get_runtime
+    from dacstyle.runtimes.bwrap import BwrapRuntime, bwrap_version
+
+    old = tmp_path / "bwrap"
+    old.write_text("#!/bin/sh\necho bubblewrap 0.6.1\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    bwrap_version.cache_clear()
+    try:
+        assert bwrap_version() == (0, 6, 1) and not BwrapRuntime.available()
+        with pytest.raises(errors.RuntimeUnavailableError, match=r"0\.8 or newer .*this one is 0\.6\.1"):
+            get_runtime("bwrap")
+    finally:
+        bwrap_version.cache_clear()
