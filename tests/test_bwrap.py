@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -272,3 +273,38 @@ def test_a_run_has_its_own_pids_cgroup_and_it_is_gone_after_close(packed_image, 
         assert (cgroup / "pids.max").read_text().strip() == "321"
         assert len((cgroup / "cgroup.procs").read_text().split()) >= 2  # bwrap's init and the server
     assert not cgroup.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv for a second uid")
+def test_for_a_non_root_host_rlimit_nproc_stops_a_fork_flood_in_the_user_namespace():
+    from dacstyle.runtimes.limits import Limits, launcher_argv
+
+    flood = ("import os, time\nforked = 0\n"
+             "try:\n    while forked < 500:\n        if os.fork() == 0:\n            time.sleep(20)\n            os._exit(0)\n"
+             "        forked += 1\nexcept OSError as exc:\n    print('stopped', forked, exc.errno)\nelse:\n    print('ran', forked)\n")
+    system_python = shutil.which("python3", path="/usr/bin:/bin")  # one the second uid may run
+    if system_python is None:
+        pytest.skip("no system python3 for the second uid")
+    sandbox = ["bwrap", "--die-with-parent", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--unshare-pid",
+               "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+    argv = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+            *launcher_argv(Limits(processes=30, memory=1 << 32, file_size=1 << 30)), *sandbox, system_python, "-c", flood]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[:1] == ["stopped"] and int(done.stdout.split()[1]) < 30, (done.stdout, done.stderr)
+
+
+def test_a_bubblewrap_too_old_for_the_sandbox_flags_is_refused_by_name(tmp_path, monkeypatch):
+    from dacstyle.runtimes import get_runtime
+    from dacstyle.runtimes.bwrap import BwrapRuntime, bwrap_version
+
+    old = tmp_path / "bwrap"
+    old.write_text("#!/bin/sh\necho bubblewrap 0.6.1\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    bwrap_version.cache_clear()
+    try:
+        assert bwrap_version() == (0, 6, 1) and not BwrapRuntime.available()
+        with pytest.raises(errors.RuntimeUnavailableError, match=r"0\.8 or newer .*this one is 0\.6\.1"):
+            get_runtime("bwrap")
+    finally:
+        bwrap_version.cache_clear()

@@ -3,8 +3,9 @@
 Two mechanisms, both inherited by everything the container starts:
 
 * rlimits, set by a tiny launcher (this file run as a script with ``python -I -S``,
-  stdlib only) that then execs the runtime: ``RLIMIT_NPROC`` (counted per user
-  namespace, so per container), ``RLIMIT_DATA`` and ``RLIMIT_FSIZE``;
+  stdlib only) that then execs the runtime: ``RLIMIT_NPROC`` (counted in the
+  container's user namespace, and, as Linux does, against all the user's tasks
+  on the host too), ``RLIMIT_DATA`` and ``RLIMIT_FSIZE``;
 * a ``pids`` cgroup, where the host delegates one to us (we may create a child
   of our own cgroup): the launcher joins it before the exec. The kernel does not
   apply ``RLIMIT_NPROC`` to processes whose host uid is 0, so for a root host
