@@ -190,6 +190,20 @@ def test_host_sigkill_leaves_no_process_mount_or_run_folder(runtime, request, tm
     assert nothing_left_within(ready, runs_root, BOUND_S) == {}
 
 
+def test_what_a_dead_server_left_running_is_killed_while_the_host_lives(tmp_path, runs_root, host_cleanup):
+    host, ready = start_host("wait", "task", tmp_path)
+    host_cleanup.append(host)
+    sleeper = int((tmp_path / "work" / "workspace" / "pids").read_text())
+    task_run = Path(ready["runs"][0])
+    server = json.loads((task_run / "owner.json").read_text())["pid"]
+    os.kill(server, signal.SIGKILL)  # a crash: the action and its setsid'd sleep are orphaned at once
+    deadline = time.monotonic() + BOUND_S
+    while process_alive(sleeper) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a foreign process has no event to wait on: poll within the deadline
+    assert not process_alive(sleeper), "an orphan of the dead server survived"
+    assert task_run.is_dir() and host.poll() is None  # the run stays the host's to stop
+
+
 def test_host_sigkill_with_a_forked_worker_alive_still_cleans(tmp_path, runs_root, host_cleanup):
     os.mkfifo(tmp_path / "fifo")
     host, ready = start_host("fork", "process", tmp_path)
@@ -225,7 +239,7 @@ def test_host_sigterm_with_the_default_handler_dies_of_sigterm_after_cleaning(tm
     host_cleanup.append(host)
     host.send_signal(signal.SIGTERM)
     assert host.wait(30) == -signal.SIGTERM
-    assert nothing_left_within(ready, runs_root, BOUND_S) == {}
+    assert nothing_left_within(ready, runs_root, 0) == {}  # cleaned before it died, not after by the reapers
 
 
 def test_sigterm_handler_only_while_runs_are_open_and_never_at_import(no_leftovers):

@@ -33,7 +33,7 @@ import time
 import weakref
 from typing import IO, Any, Callable
 
-from ..errors import ContainerError
+from ..errors import ServerStartError
 from . import reaper
 from .rundir import RunDir
 
@@ -146,16 +146,18 @@ def _stop(state: _State) -> None:
         return
     try:
         lifeline = state.popen.stdin
-        if lifeline is not None and not lifeline.closed:
+        if lifeline is not None and not lifeline.closed:  # a payload with a lifeline ends by itself when it closes
             try:
                 lifeline.close()
             except OSError:
                 pass
-        if state.wait(state.grace / 2) is None:
-            state.send(b"t")
             if state.wait(state.grace / 2) is None:
-                state.send(b"k")
-                state.wait(reaper.KILL_DEADLINE_S + 1.0)
+                state.send(b"t")
+        elif state.wait(0) is None:
+            state.send(b"t")
+        if state.wait(state.grace / 2) is None:
+            state.send(b"k")
+            state.wait(reaper.KILL_DEADLINE_S + 1.0)
     finally:
         state.control.close()  # the reaper kills what is left, unmounts, removes the run folder, exits
         try:
@@ -204,7 +206,7 @@ class LocalProcess(Handle):
             self._state.ended, self._state.code = True, 127  # nothing to wait for
             self.stop(timeout=1.0)
             why = line[len("error "):] if line and line.startswith("error ") else "the reaper did not start it"
-            raise ContainerError(f"cannot start {argv[0]!r}: {why}")
+            raise ServerStartError(f"cannot start {argv[0]!r}: {why}")
         _, pid, started = line.split()
         self.pid = int(pid)
         run.record(pid=self.pid, pid_start=int(started) if started.isdigit() else None)
