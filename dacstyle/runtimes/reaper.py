@@ -13,22 +13,18 @@ socket pair means the run is over, because the host closed it or died
 (SIGKILL included): the reaper kills the whole tree, unmounts what the run
 folder's ``owner.json`` lists, removes the run folder and exits.
 
-Standard library only and no package imports: it starts as a plain script in a
-few tens of milliseconds, and ``cleanup_stale`` reuses its functions.
+Standard library only, no package imports, and the heavier modules only when
+cleaning up: it starts as a plain script in a few tens of milliseconds, and
+``cleanup_stale`` reuses its functions.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
-import shutil
+import select
 import signal
-import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 __all__ = ["descendants", "kill_tree", "clean_run", "unmount", "start_time", "same_process"]
 
@@ -40,7 +36,8 @@ KILL_DEADLINE_S = 1.5
 def _stat(pid: int) -> list[str] | None:
     """The fields of /proc/PID/stat after the command name (state first), None if gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
     except OSError:
         return None
     return text[text.rfind(")") + 2:].split()
@@ -120,6 +117,9 @@ def kill_tree(root: int, include_root: bool = False, deadline_s: float = KILL_DE
 
 def unmount(mountpoint: str) -> None:
     """Unmount a FUSE mount, lazily if it is busy; missing mounts are ignored."""
+    import shutil
+    import subprocess
+
     for argv in (["fusermount3", "-u", mountpoint], ["fusermount3", "-uz", mountpoint], ["umount", "-l", mountpoint]):
         if not os.path.ismount(mountpoint):
             return
@@ -127,11 +127,15 @@ def unmount(mountpoint: str) -> None:
             subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
-def clean_run(run: str | Path) -> list[str]:
+def clean_run(run: str | os.PathLike[str]) -> list[str]:
     """Unmount what the run folder's owner.json lists, then remove the folder; one line per action."""
+    import json
+    import shutil
+
     done = []
     try:
-        owner = json.loads((Path(run) / "owner.json").read_text())
+        with open(os.path.join(run, "owner.json")) as handle:
+            owner = json.load(handle)
     except (OSError, ValueError):
         owner = {}
     for mount in owner.get("mounts", []):
@@ -153,38 +157,38 @@ def _become_subreaper() -> None:
         pass  # without it, orphans of the payload go to init; the payload's own tree is still killed
 
 
-def _send(control: socket.socket, line: str) -> None:
+def _send(control: int, line: str) -> None:
     try:
-        control.sendall(line.encode() + b"\n")
+        os.write(control, line.encode() + b"\n")
     except OSError:
         pass  # the host is gone: the end-of-file branch cleans up
 
 
-def serve(run: str, control: socket.socket, argv: list[str]) -> int:
+def serve(run: str, control: int, argv: list[str]) -> int:
     """Run ``argv`` as a child and watch the host until the socket pair closes (see module doc)."""
     me = os.getpid()
+    os.set_inheritable(control, False)  # the payload never sees the host's line
     _become_subreaper()
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector through wake_w
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the poll through wake_w
     signal.signal(signal.SIGINT, lambda *_: None)  # Ctrl-C is the payload's business; the reaper stays to clean
     signal.signal(signal.SIGTERM, lambda *_: signal_tree(me, signal.SIGTERM))
     child: int | None = None
-    try:
-        payload = subprocess.Popen(argv, close_fds=True)  # kept referenced: only _child_exit reaps it
-        child = payload.pid
+    try:  # posix_spawnp, not subprocess: a lighter start; what Python ignores is reset to the default
+        child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         _send(control, f"started {child} {start_time(child)}")
     except OSError as exc:
         _send(control, f"error {exc}")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)  # the payload holds the pipes now: its exit alone closes them for the host
     os.dup2(null, 1)
-    selector = selectors.DefaultSelector()
-    selector.register(control, selectors.EVENT_READ, "host")
-    selector.register(wake_r, selectors.EVENT_READ, "signal")
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
     while True:
-        for key, _ in selector.select():
-            if key.data == "signal":
+        for fd, _ in poller.poll():
+            if fd == wake_r:
                 while True:
                     try:
                         if not os.read(wake_r, 512):
@@ -194,7 +198,7 @@ def serve(run: str, control: socket.socket, argv: list[str]) -> int:
                 child = _child_exit(control, child, me)
                 continue
             try:
-                data = control.recv(64)
+                data = os.read(control, 64)
             except OSError:
                 data = b""
             if not data:
@@ -208,7 +212,7 @@ def serve(run: str, control: socket.socket, argv: list[str]) -> int:
                 child = _child_exit(control, child, me)
 
 
-def _child_exit(control: socket.socket, child: int | None, me: int) -> int | None:
+def _child_exit(control: int, child: int | None, me: int) -> int | None:
     """Reap exited children; when the payload is among them, kill its leftovers and report its status."""
     try:
         while True:
@@ -229,7 +233,7 @@ def main(args: list[str]) -> int:
     if len(args) < 4 or args[2] != "--":
         print("usage: reaper.py RUN FD -- ARGV...", file=sys.stderr)
         return 2
-    return serve(args[0], socket.socket(fileno=int(args[1])), args[3:])
+    return serve(args[0], int(args[1]), args[3:])
 
 
 if __name__ == "__main__":
