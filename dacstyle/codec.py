@@ -2,8 +2,8 @@
 
 :func:`encode` turns a value into dicts, lists, strings, numbers, booleans and
 None that Pyro5's JSON serializer writes once; :func:`decode` rebuilds the value.
-Nothing is pickled and nothing is imported while decoding. Tagged forms (a dict
-with one ``"__tag__"`` key):
+Nothing is pickled, and decoding imports nothing but ConfigSpace (see below).
+Tagged forms (a dict with one ``"__tag__"`` key):
 
 =============  ==================================================================
 ``__nd__``     numpy array: ``[descr, shape, base64 bytes]`` (dtype and bits exact)
@@ -13,17 +13,25 @@ with one ``"__tag__"`` key):
 ``__map__``    dict with non-string keys, or a key that looks like a tag
 ``__space__``  a gymnasium space, rebuilt as the real space class
 ``__graph__``  a gymnasium GraphInstance
-``__exc__``    an exception: type name, args, message and remote traceback
+``__exc__``    an exception: type name, args, message, attributes, remote traceback
+``__cs__``     a ConfigSpace ``ConfigurationSpace``: ``{"json": its own serialised
+               dict, "meta": the space's meta, which that leaves out}``
+``__config__`` a ConfigSpace ``Configuration``: ``{"space": __cs__ body, "values": ...}``
 =============  ==================================================================
+
+ConfigSpace values travel only when ConfigSpace is installed on the sending side
+(it is, if such a value exists); the receiving side imports it, and nothing else,
+to rebuild them, or raises an error naming the install command.
 """
 
 from __future__ import annotations
 
 import base64
 import builtins
+import json
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from gymnasium import spaces
@@ -32,7 +40,8 @@ from . import errors
 
 __all__ = ["encode", "decode", "encode_exception", "decode_exception"]
 
-_TAGS = frozenset({"__nd__", "__np__", "__tuple__", "__bytes__", "__map__", "__space__", "__graph__", "__exc__"})
+_TAGS = frozenset({"__nd__", "__np__", "__tuple__", "__bytes__", "__map__", "__space__", "__graph__", "__exc__",
+                   "__cs__", "__config__"})
 
 
 def _b64(data: bytes) -> str:
@@ -92,6 +101,8 @@ def encode(value: Any) -> Any:
         return {"__space__": _encode_space(value)}
     if isinstance(value, BaseException):
         return {"__exc__": encode_exception(value)}
+    if sys.modules.get("ConfigSpace") is not None and (tagged := _encode_configspace(value)) is not None:
+        return tagged
     raise TypeError(f"cannot send a value of type {type(value).__module__}.{type(value).__qualname__}")
 
 
@@ -123,15 +134,43 @@ def _encode_space(space: spaces.Space) -> dict[str, Any]:
     raise TypeError(f"cannot send a gymnasium space of type {kind}")
 
 
+def _encode_configspace(value: Any) -> dict[str, Any] | None:
+    """A ConfigurationSpace or Configuration as a tagged tree; None for anything else."""
+    import ConfigSpace  # already imported: the caller checked sys.modules
+
+    if isinstance(value, ConfigSpace.ConfigurationSpace):
+        return {"__cs__": _space_body(value)}
+    if isinstance(value, ConfigSpace.Configuration):
+        values = {k: v.item() if isinstance(v, np.generic) else v for k, v in value.items()}
+        return {"__config__": {"space": _space_body(value.config_space), "values": encode(values)}}
+    return None
+
+
+def _space_body(space: Any) -> dict[str, Any]:
+    return {"json": encode(space.to_serialized_dict()), "meta": encode(space.meta)}
+
+
 def encode_exception(exc: BaseException) -> dict[str, Any]:
-    """An exception as data: its type's qualified name, args, message and traceback."""
+    """An exception as data: its type's qualified name, args, message, traceback and attributes.
+
+    Public instance attributes (``SubmissionError.errors``, ``stderr_tail``) travel
+    in ``attrs``; one the codec cannot send is left out.
+    """
     cls = type(exc)
     tb = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(cls, exc, exc.__traceback__))
     try:
         args = encode(list(exc.args))
     except TypeError:
         args = [str(a) for a in exc.args]
-    return {"module": cls.__module__, "name": cls.__qualname__, "args": args, "message": str(exc), "traceback": tb}
+    attrs = {}
+    for key, value in vars(exc).items():
+        if not key.startswith("_") and key != "remote_traceback":
+            try:
+                attrs[key] = encode(value)
+            except TypeError:
+                pass
+    return {"module": cls.__module__, "name": cls.__qualname__, "args": args, "message": str(exc), "traceback": tb,
+            "attrs": attrs}
 
 
 # -- decoding -------------------------------------------------------------------------
@@ -186,26 +225,76 @@ def _decode_space(body: dict[str, Any]) -> spaces.Space:
     raise TypeError(f"unknown gymnasium space type {kind!r}")
 
 
-def decode_exception(body: dict[str, Any]) -> BaseException:
-    """Rebuild a remote exception as its own type when the host has already imported it.
+def _configspace() -> Any:
+    """The ConfigSpace module, or an error naming the command that installs it."""
+    try:
+        import ConfigSpace
+    except ImportError as exc:
+        raise errors.MissingDependencyError(
+            'a ConfigSpace value arrived but ConfigSpace is not installed here: pip install "dacstyle[hpo]"'
+        ) from exc
+    return ConfigSpace
 
-    Only modules already in ``sys.modules`` are searched: decoding never imports.
-    Unknown types, and types whose constructor rejects the args, become
-    :class:`~dacstyle.errors.RemoteError`. ``remote_traceback`` is set either way.
+
+def _decode_space_json(body: dict[str, Any]) -> Any:
+    space = _configspace().ConfigurationSpace.from_serialized_dict(decode(body["json"]))
+    space.meta = decode(body["meta"])
+    return space
+
+
+_CONFIG_SPACES: dict[str, Any] = {}
+"""Spaces rebuilt for Configurations, by their body's JSON text (rebuilding one takes milliseconds)."""
+
+
+def _decode_configuration(body: dict[str, Any]) -> Any:
+    configuration = _configspace().Configuration
+    key = json.dumps(body["space"], sort_keys=True)
+    space = _CONFIG_SPACES.get(key)
+    if space is None or json.dumps(_space_body(space), sort_keys=True) != key:  # new, or changed since
+        space = _decode_space_json(body["space"])
+        if len(_CONFIG_SPACES) >= 16:
+            _CONFIG_SPACES.clear()
+        _CONFIG_SPACES[key] = space
+    return configuration(space, values=decode(body["values"]))
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _exception_types(candidates: Any) -> dict[str, type]:
+    return {_qualified(t): t for t in candidates if isinstance(t, type) and issubclass(t, Exception)}
+
+
+_KNOWN_EXCEPTIONS = {**_exception_types(vars(builtins).values()),
+                     **_exception_types(getattr(errors, n) for n in errors.__all__)}
+"""The allow-list every side shares: builtin exceptions and dacstyle's error tree."""
+
+
+def decode_exception(body: dict[str, Any], allowed: Iterable[type] = ()) -> BaseException:
+    """Rebuild a remote exception from the allow-list: builtins, dacstyle's tree and ``allowed``.
+
+    Nothing is imported and no module is searched: a type not on the list (or whose
+    constructor rejects the args) arrives as :class:`~dacstyle.errors.RemoteError`
+    with the remote type name. Attributes are restored; ``remote_traceback`` is set.
     """
-    module, name, message, tb = body.get("module"), body.get("name"), body.get("message", ""), body.get("traceback")
+    body = body if isinstance(body, dict) else {}
+    remote_type = f"{body.get('module')}.{body.get('name')}"
+    message = str(body.get("message", ""))
+    tb = body.get("traceback") if isinstance(body.get("traceback"), str) else None
     args = decode(body.get("args", []))
-    cls: Any = sys.modules.get(module) if isinstance(module, str) else None
-    for part in (name or "").split(".") if cls is not None else ():
-        cls = getattr(cls, part, None)
-    exc: BaseException | None = None
-    if isinstance(cls, type) and issubclass(cls, Exception) and cls is not builtins.BaseException:
-        try:
-            exc = cls(*args)
-        except Exception:
-            exc = None
+    cls = _KNOWN_EXCEPTIONS.get(remote_type) or _exception_types(allowed).get(remote_type)
+    exc = _instantiate(cls, args if isinstance(args, list) else []) if cls is not None else None
     if exc is None:
-        exc = errors.RemoteError(message, remote_type=f"{module}.{name}", remote_traceback=tb)
+        exc = errors.RemoteError(message, remote_type=remote_type, remote_traceback=tb)
+    else:
+        attrs = body.get("attrs")
+        for key, value in (attrs.items() if isinstance(attrs, dict) else ()):
+            if isinstance(key, str) and key.isidentifier() and not key.startswith("_"):
+                try:
+                    setattr(exc, key, decode(value))
+                except (AttributeError, TypeError):
+                    pass  # a read-only attribute keeps the value the constructor gave it
     try:
         exc.remote_traceback = tb  # type: ignore[attr-defined]
     except AttributeError:
@@ -213,6 +302,20 @@ def decode_exception(body: dict[str, Any]) -> BaseException:
     if tb:
         exc.add_note(f"--- remote traceback ---\n{tb.rstrip()}")
     return exc
+
+
+def _instantiate(cls: type, args: list) -> BaseException | None:
+    """``cls(*args)``; if the constructor wants other arguments, an instance with ``args`` set."""
+    try:
+        return cls(*args)
+    except Exception:
+        pass
+    try:
+        exc = cls.__new__(cls)
+        exc.args = tuple(args)
+        return exc
+    except Exception:
+        return None
 
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {
@@ -224,6 +327,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "__space__": _decode_space,
     "__graph__": lambda body: spaces.GraphInstance(*(decode(v) for v in body)),
     "__exc__": decode_exception,
+    "__cs__": _decode_space_json,
+    "__config__": _decode_configuration,
 }
 
 

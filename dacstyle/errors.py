@@ -12,7 +12,9 @@ boundary with ``raise X(...) from exc``::
     │   ├── SignatureError          a signature does not verify
     │   ├── ImageNotFoundError      no such file, catalogue entry or remote reference
     │   ├── DigestMismatchError     sha256 differs from the pinned digest
-    │   └── DownloadError           transfer failed after retries and mirrors
+    │   ├── DownloadError           transfer failed after retries and mirrors
+    │   └── CacheError              the image cache cannot be written (read-only, full disk)
+    │       └── CacheTrustError     the cache folder is not safe to use (owner, mode, symlink)
     ├── ContainerError              starting or running a container
     │   ├── RuntimeUnavailableError the requested runtime is not installed here
     │   └── ServerStartError        the server died or never became ready
@@ -23,6 +25,8 @@ boundary with ``raise X(...) from exc``::
     │   └── AuthenticationError     wrong token, wrong peer, forbidden serializer
     ├── RemoteError                 raised by remote code whose type is unknown here
     ├── SubmissionError             a competition submission is malformed
+    ├── RunFolderError              a run folder is incomplete, malformed or tampered with
+    ├── MissingDependencyError      an optional dependency is not installed (names the pip command)
     └── LLMError                    an OpenAI-compatible endpoint failed
 
 Exceptions raised by remote code arrive as their own type where the host knows it;
@@ -41,6 +45,8 @@ __all__ = [
     "ImageNotFoundError",
     "DigestMismatchError",
     "DownloadError",
+    "CacheError",
+    "CacheTrustError",
     "ContainerError",
     "RuntimeUnavailableError",
     "ServerStartError",
@@ -51,6 +57,8 @@ __all__ = [
     "AuthenticationError",
     "RemoteError",
     "SubmissionError",
+    "RunFolderError",
+    "MissingDependencyError",
     "LLMError",
     "IsolationWarning",
 ]
@@ -92,6 +100,14 @@ class DigestMismatchError(ImageError):
 
 class DownloadError(ImageError):
     """A download failed after all retries and mirrors."""
+
+
+class CacheError(ImageError, OSError):
+    """The image cache cannot be written: a read-only folder, a full disk, a quota."""
+
+
+class CacheTrustError(CacheError, PermissionError):
+    """The image cache folder could be changed by someone else, or holds a planted symlink."""
 
 
 class ContainerError(DacstyleError):
@@ -154,6 +170,14 @@ class SubmissionError(DacstyleError, ValueError):
     def __init__(self, message: str, errors: list[dict] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or []
+
+
+class RunFolderError(DacstyleError):
+    """A run folder's manifest or episode log is missing, malformed or does not match its digests."""
+
+
+class MissingDependencyError(DacstyleError, ImportError):
+    """An optional dependency is missing; the message names the command that installs it."""
 
 
 class LLMError(DacstyleError):

@@ -34,13 +34,14 @@ def main() -> None:
         print(f"runtime: {runner.runtime.name} | image: {runner.image or '(none: plain subprocess)'}")
         print(f"observation space: {env.observation_space}\naction space: {env.action_space}\n")
         agents = {
-            "random": RandomAgent(env, seed=args.seed),
+            "random": RandomAgent(env),  # no seed given: it takes the benchmark's
             "static [2, 5]": StaticAgent(env, np.array([2, 5])),
         }
         for name, agent in agents.items():
             results = runner.run(agent, number_of_episodes=args.episodes)
             print(f"== {name} agent: mean return {results.mean_return:.3f} (run folder {results.path})")
-            print(results.table(), end="\n\n")
+            print(results.table())
+            print(f"re-run and compare step by step: dacstyle rerun {results.path}\n")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,18 @@ def assert_identical(a, b) -> None:
         assert a == b
 
 
+def dacstyle_inside() -> str:
+    """Where a packed image holds the dacstyle package (editable installs go to the first folder)."""
+    from dacstyle.images.envtree import editable_sources, package_dirs, site_inside
+
+    if "dacstyle" in editable_sources():
+        return f"{site_inside(0)}/dacstyle"
+    import dacstyle
+
+    parent = os.path.dirname(os.path.dirname(os.path.realpath(dacstyle.__file__)))
+    return f"{site_inside(package_dirs().index(parent))}/dacstyle"
+
+
 def mounts_under(root: Path) -> list[str]:
     """Mount points below ``root``."""
     with open("/proc/self/mounts") as handle:

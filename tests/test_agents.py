@@ -180,3 +180,34 @@ def test_registry_and_public_list():
     assert expected <= set(agents.__all__)
     for name in agents.__all__:
         assert getattr(agents, name) is not None
+
+
+def test_hooks_see_each_reset_observation_and_each_step_observation():
+    env = SigmoidBenchmark(cutoff=3).set_seed(4).get_environment()
+    resets: list[tuple] = []
+    steps: list[tuple] = []
+    run_episodes(env, lambda obs: np.array([1, 1]), 2, seed=4, on_step=lambda *a: steps.append(a),
+                 on_reset=lambda *a: resets.append(a))
+    again = SigmoidBenchmark(cutoff=3).set_seed(4).get_environment()
+    first, _ = again.reset(seed=4)
+    assert [r[0] for r in resets] == [0, 1] and np.array_equal(resets[0][1], first)
+    for step in steps[:3]:
+        observation = again.step(np.array([1, 1]))[0]
+        assert np.array_equal(step[7], observation)
+
+
+def test_baselines_rebuild_from_their_description_and_restart_from_their_seed():
+    from dacstyle.benchmarks.spec import load_entry_point
+
+    env = SigmoidBenchmark().get_environment()
+    unseeded = RandomAgent(env)
+    assert unseeded.reseed(42) == 42 and unseeded.describe()["seed"] == 42
+    drawn = [unseeded.act(None, 0).tolist() for _ in range(5)]
+    unseeded.reseed(42)
+    assert [unseeded.act(None, 0).tolist() for _ in range(5)] == drawn
+    record = unseeded.describe()
+    rebuilt = load_entry_point(record["entry_point"])(env, **record["config"])
+    assert [rebuilt.act(None, 0).tolist() for _ in range(5)] == drawn
+    assert RandomAgent(env, seed=3).reseed(42) == 3  # a given seed wins over the benchmark's
+    static = StaticAgent(env, np.array([2, 5])).describe()
+    assert load_entry_point(static["entry_point"])(env, **static["config"]).act(None, 0).tolist() == [2, 5]

@@ -22,6 +22,8 @@ from gymnasium.utils.env_checker import check_env
 
 from dacstyle import RemoteRunner, errors
 from dacstyle.benchmarks import SigmoidBenchmark
+from dacstyle.config import config
+from dacstyle.container.client.server import server_argv, server_network
 from dacstyle.runtimes import Bind, LaunchSpec, get_runtime
 from dacstyle.runtimes.apptainer import ApptainerRuntime, SingularityRuntime
 from dacstyle.runtimes.rundir import RunDir
@@ -76,10 +78,16 @@ GOLDEN_CASES = {
 }
 
 
+def server_command(runtime, spec: LaunchSpec, tcp: str | None = None) -> list[str]:
+    """The full argv a server is launched with (its network as Server.start decides it)."""
+    spec.network = server_network(tcp)
+    return runtime.exec_argv(spec, server_argv(runtime, spec, tcp))
+
+
 def golden_argv(runtime_cls: type, options: dict) -> list[str]:
     options = dict(options)
     run = FakeRun(Path(FAKE_RUN), agent=options.pop("agent", False))
-    argv = runtime_cls().command(LaunchSpec(run=run, image=Path(FAKE_IMAGE), **options))
+    argv = server_command(runtime_cls(), LaunchSpec(run=run, image=Path(FAKE_IMAGE), **options))
     return [os.path.basename(argv[0]), *argv[1:]]  # the binary's folder depends on the machine
 
 
@@ -101,10 +109,27 @@ def test_golden_argv(case: str, fake_binaries):
 def test_argv_is_a_list_without_the_token(fake_binaries, tmp_path):
     tool(fake_binaries[0], "apptainer")
     run = RunDir.create(tmp_path, agent=True)
-    argv = ApptainerRuntime().command(LaunchSpec(run=run, image=tmp_path / "x.sif"))
+    argv = server_command(ApptainerRuntime(), LaunchSpec(run=run, image=tmp_path / "x.sif"))
     assert all(isinstance(item, str) for item in argv)
     assert not any(run.token("host") in item or run.token("agent") in item for item in argv)
     assert "/run/dacstyle/token" in argv and "/run/dacstyle-agent/token" in argv
+
+
+def test_servers_get_no_network_unless_they_listen_on_tcp_or_it_is_allowed(fake_binaries):
+    tool(fake_binaries[0], "apptainer")
+    run = FakeRun(Path(FAKE_RUN))
+    spec = LaunchSpec(run=run, image=Path(FAKE_IMAGE))
+    no_network = ["--net", "--network", "none"]
+
+    def has(argv: list[str]) -> bool:
+        return any(argv[i:i + 3] == no_network for i in range(len(argv)))
+
+    assert has(server_command(ApptainerRuntime(), spec)) and "--no-privs" in server_command(ApptainerRuntime(), spec)
+    exec_spec = LaunchSpec(run=run, image=Path(FAKE_IMAGE))
+    assert not has(ApptainerRuntime().exec_argv(exec_spec, ["true"]))  # dacstyle exec, the LLM service: their choice
+    assert not has(server_command(ApptainerRuntime(), spec, tcp="127.0.0.1:0"))
+    config.sandbox_network = True
+    assert not has(server_command(ApptainerRuntime(), spec))
 
 
 # -- binary resolution ---------------------------------------------------------------------
@@ -131,7 +156,7 @@ def test_neither_binary_is_a_clear_error(fake_binaries, tmp_path):
         get_runtime("apptainer")
     run = RunDir.create(tmp_path)
     with pytest.raises(errors.RuntimeUnavailableError, match="'bwrap'.*'process'"):
-        ApptainerRuntime().command(LaunchSpec(run=run, image=tmp_path / "x.sif"))
+        server_command(ApptainerRuntime(), LaunchSpec(run=run, image=tmp_path / "x.sif"))
 
 
 def test_missing_image_is_image_not_found(fake_binaries, tmp_path):
@@ -165,12 +190,16 @@ def mounts() -> set[str]:
 
 
 @pytest.mark.parametrize("argv", [
-    ["exec", "--containall", "--cleanenv", "--no-home", "--writable", "x.sif", "true"],
-    ["exec", "--cleanenv", "--no-home", "IMAGE", "true"],
-    ["exec", "--containall", "--cleanenv", "--no-home", "--bind", "/a:/b:shared", "IMAGE", "true"],
-    ["exec", "--containall", "--cleanenv", "--no-home", "--env", "NOEQUALS", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--writable", "x.sif", "true"],
+    ["exec", "--cleanenv", "--no-home", "--no-privs", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--bind", "/a:/b:shared", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--env", "NOEQUALS", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--net", "--network", "bridge", "IMAGE", "true"],
+    ["exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--net", "IMAGE", "true"],
     ["run", "IMAGE"],
-], ids=["unknown-flag", "not-contained", "bad-bind-mode", "bad-env", "unknown-command"])
+], ids=["unknown-flag", "not-contained", "privileged", "bad-bind-mode", "bad-env", "bridge-network", "net-alone",
+        "unknown-command"])
 def test_standin_rejects_what_the_backend_never_builds(argv):
     done = standin(*argv)
     assert done.returncode == 255 and done.stderr.startswith("FATAL:"), done.stderr
@@ -185,7 +214,7 @@ def test_standin_runs_contained_with_only_the_given_env(packed_image, tmp_path):
             "print(open('/data/in.txt').read()); open('/out/x', 'w').write('ok'); sys.exit(7)")
     out = tmp_path / "out"
     out.mkdir()
-    done = standin("exec", "--containall", "--cleanenv", "--no-home", "--bind", f"{data}:/data:ro",
+    done = standin("exec", "--containall", "--cleanenv", "--no-home", "--no-privs", "--bind", f"{data}:/data:ro",
                    "--bind", f"{out}:/out", "--env", "K=a b", str(packed_image), "python3", "-c", code,
                    stdin="piped")
     assert done.returncode == 7, done.stderr
@@ -199,7 +228,7 @@ def test_standin_forwards_sigterm_and_unmounts(packed_image):
     code = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(42)); "
             "print('up', flush=True); time.sleep(60)")
     proc = subprocess.Popen([str(STANDIN / "apptainer"), "exec", "--containall", "--cleanenv", "--no-home",
-                             str(packed_image), "python3", "-c", code], stdout=subprocess.PIPE, text=True)
+                             "--no-privs", str(packed_image), "python3", "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "up\n"
         assert len(mounts()) == 1

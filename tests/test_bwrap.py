@@ -6,9 +6,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,10 +15,9 @@ from gymnasium.utils.env_checker import check_env
 from dacstyle import RemoteRunner, errors
 from dacstyle.benchmarks import GymnasiumBenchmark, LubyBenchmark, SigmoidBenchmark
 from dacstyle.competitions.sandbox import descendants
-from dacstyle.runtimes.rundir import cleanup_stale
 from dacstyle.testing import probe_benchmark
 
-from conftest import SIF_TESTDATA, assert_identical, local_trajectory, readline, trajectory, wait_gone
+from conftest import SIF_TESTDATA, assert_identical, dacstyle_inside, local_trajectory, trajectory, wait_gone
 
 pytestmark = pytest.mark.container
 
@@ -135,38 +131,6 @@ def test_server_killed_mid_episode_inside_the_container(packed_image, no_leftove
         assert time.monotonic() - started < 1.0
 
 
-HOST_SCRIPT = textwrap.dedent(
-    """
-    import sys, time
-    from dacstyle import RemoteRunner
-    from dacstyle.testing import probe_benchmark
-    runner = RemoteRunner(probe_benchmark(), runtime="bwrap", image=sys.argv[1]).start()
-    print(runner.server.process.pid, runner.server.run.path, flush=True)
-    time.sleep(60)
-    """
-)
-
-
-def test_host_killed_with_sigkill_leaves_nothing_after_cleanup(packed_image, runs_root):
-    host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, str(packed_image)], stdout=subprocess.PIPE, text=True)
-    try:
-        line = readline(host.stdout)
-        bwrap_pid, run_path = int(line.split()[0]), line.split()[1]
-        host.kill()
-        host.wait(5)
-        assert wait_gone([bwrap_pid], 2.0), "container outlived its host by more than 2 s"
-        result = subprocess.run([sys.executable, "-m", "dacstyle.cli", "cleanup"], capture_output=True, text=True,
-                                timeout=60, env={**os.environ})
-        assert result.returncode == 0, result.stderr
-        assert f"unmounted {run_path}/rootfs" in result.stdout
-        assert f"{run_path}/rootfs" not in mounts()
-        assert not os.path.exists(run_path)
-    finally:
-        host.kill()
-        host.wait(5)
-        cleanup_stale()
-
-
 def test_missing_image_is_one_clear_error(tmp_path, no_leftovers):
     with pytest.raises(errors.ImageNotFoundError):
         RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=tmp_path / "nope.sif").start()
@@ -195,7 +159,7 @@ def test_image_whose_python_lacks_dacstyle_fails_fast_with_stderr(packed_image, 
 
     site = json.loads(json.dumps(open_image(packed_image).labels())).get("org.dacstyle.python")
     assert site, "packed images carry their interpreter path"
-    inside = _image_site_packages(packed_image) + "/dacstyle"
+    inside = dacstyle_inside()
     started = time.monotonic()
     with pytest.raises(errors.ServerStartError, match="No module named") as info:
         RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=packed_image, binds=[f"{empty}:{inside}:ro"]).start()
@@ -203,8 +167,3 @@ def test_image_whose_python_lacks_dacstyle_fails_fast_with_stderr(packed_image, 
     assert "dacstyle" in str(info.value)
     assert installed.exists()
 
-
-def _image_site_packages(image: Path) -> str:
-    import sysconfig
-
-    return sysconfig.get_paths()["purelib"]

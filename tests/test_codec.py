@@ -168,3 +168,62 @@ def test_unknown_exception_type_becomes_remote_error_without_import():
     import sys
 
     assert "some_module_never_imported" not in sys.modules
+
+
+def test_exception_attributes_travel_with_it():
+    submission = wire(errors.SubmissionError("bad submission", errors=[{"code": "bad_path", "message": "no"}]))
+    assert type(submission) is errors.SubmissionError and str(submission) == "bad submission"
+    assert submission.errors == [{"code": "bad_path", "message": "no"}]
+    died = wire(errors.ServerDiedError("the server died", "Traceback: boom"))
+    assert type(died) is errors.ServerDiedError and died.stderr_tail == "Traceback: boom"
+    assert str(died) == str(errors.ServerDiedError("the server died", "Traceback: boom"))
+    unknown = wire(errors.RemoteError("x", remote_type="pkg.Boom", remote_traceback="tb"))
+    assert unknown.remote_type == "pkg.Boom"
+
+
+def test_only_allow_listed_exception_types_are_built():
+    """An imported but unlisted type (subprocess.CalledProcessError) is a RemoteError unless the caller allows it."""
+    import subprocess
+
+    body = codec.encode_exception(subprocess.CalledProcessError(2, ["make"], stderr="oops"))
+    refused = codec.decode_exception(json.loads(json.dumps(body)))
+    assert type(refused) is errors.RemoteError and refused.remote_type == "subprocess.CalledProcessError"
+    allowed = codec.decode_exception(json.loads(json.dumps(body)), allowed=(subprocess.CalledProcessError,))
+    assert type(allowed) is subprocess.CalledProcessError and allowed.returncode == 2 and allowed.stderr == "oops"
+
+
+def test_base_exceptions_that_stop_the_host_are_never_rebuilt():
+    for exc in (SystemExit(3), KeyboardInterrupt(), GeneratorExit()):
+        back = wire(exc)
+        assert isinstance(back, errors.RemoteError) and back.remote_type == f"builtins.{type(exc).__name__}"
+
+
+def test_decoding_never_imports_or_walks_modules():
+    """numpy imports numpy.testing lazily on attribute access: a decoder that walks modules would import it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, json; import numpy; from dacstyle import codec, errors\n"
+        "assert 'numpy.testing' not in sys.modules, 'imported before the test'\n"
+        "body = {'module': 'numpy', 'name': 'testing.KnownFailureException', 'args': ['x'], 'message': 'x',"
+        " 'traceback': None, 'attrs': {'__class__': 1, 'errors': 2}}\n"
+        "exc = codec.decode_exception(body)\n"
+        "assert type(exc) is errors.RemoteError, type(exc)\n"
+        "assert 'numpy.testing' not in sys.modules, 'decoding imported numpy.testing'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_remote_attributes_cannot_reach_private_names():
+    body = codec.encode_exception(ValueError("v"))
+    body["attrs"] = {"__class__": "x", "_secret": 1, "__traceback__": None, "note": "kept"}
+    back = codec.decode_exception(body)
+    assert type(back) is ValueError and back.note == "kept" and not hasattr(back, "_secret")
+
+
+def test_malformed_exception_bodies_become_remote_errors():
+    for body in ({}, {"module": 5, "name": None}, {"module": "builtins", "name": "KeyError", "args": "notalist"}, []):
+        assert isinstance(codec.decode_exception(body), BaseException)

@@ -16,6 +16,7 @@ from dacstyle import RemoteRunner
 from dacstyle.agents.scripted import ScriptedCompetitionAgent
 from dacstyle.competitions import CompetitionInfo, list_competitions, make_competition
 from dacstyle.competitions.task import AGENT_METHODS, CompetitionTask
+from dacstyle.config import config
 from dacstyle.container.client.attach import attach
 from dacstyle.container.client.channel import uri_for
 
@@ -113,7 +114,7 @@ def test_shell_actions_run_inside_the_task_container(task_runner):
     info = run_code(env, "#!sh\necho hello from $(hostname) in $PWD; ls /competition/public; "
                          "head -1 /competition/public/train.csv | cut -c1-2")
     assert info["exit_code"] == 0, info["output"]
-    assert "hello from dacstyle in /workspace" in info["output"] and "train.csv" in info["output"]
+    assert "hello from dacstyle in /tmp/workspace-" in info["output"] and "train.csv" in info["output"]
 
 
 def test_agent_side_has_no_way_to_grade(task_runner):
@@ -176,3 +177,142 @@ def test_forks_sleeps_and_floods_stop_at_the_time_limit_with_nothing_left(task_r
     pids = json.loads(listing.strip().splitlines()[-1])
     # inside the container's PID namespace: bwrap's init (1), the server (2) and this action's python only
     assert len(pids) <= 3, pids
+
+
+# -- a hostile agent inside a real bwrap task container (issue 8: each attack fails) ---------------
+
+TMPFS = 32 * 1024 * 1024
+PROCESSES = 96
+
+
+@pytest.fixture
+def hostile(competitions, packed_image, tmp_path, no_leftovers):
+    """A task runner with small limits, so that each flood hits its wall quickly."""
+    config.sandbox_tmpfs_size = TMPFS
+    config.sandbox_max_processes = PROCESSES
+    config.sandbox_max_memory = 2 * 1024**3
+    config.max_submission_bytes = 1024 * 1024
+    task = CompetitionTask(competitions["spaceship-titanic-lite"], workdir=tmp_path / "work", time_limit=20)
+    with RemoteRunner(task, runtime="bwrap", image=packed_image) as runner:
+        env = runner.get_environment()
+        env.reset()
+        yield runner, env
+
+
+def last_json(info: dict) -> dict:
+    assert info["exit_code"] == 0, info["output"]
+    return json.loads(info["output"].strip().splitlines()[-1])
+
+
+def test_planted_submissions_are_invalid_and_no_link_is_followed(hostile, competitions, tmp_path):
+    runner, env = hostile
+    private = competitions["spaceship-titanic-lite"] / "private" / "answers.csv"
+    host_file = tmp_path / "host-secret.csv"
+    host_file.write_text("PassengerId,Transported\nHOST-SECRET-LINE,True\n")
+    tricks = {
+        "link to ../competition/private": "os.symlink('../competition/private/answers.csv', target)",
+        "link to /competition/private": "os.symlink('/competition/private/answers.csv', target)",
+        "link to the host answers": f"os.symlink({str(private)!r}, target)",
+        "link to a host file": f"os.symlink({str(host_file)!r}, target)",
+        "fifo": "os.mkfifo(target)",
+        "directory": "os.mkdir(target)",
+        "sparse 1 GiB": "open(target, 'wb').truncate(1024**3)",
+    }
+    for name, plant in tricks.items():
+        code = ("import json, os, shutil\ntarget = '/submission/submission.csv'\n"
+                "if os.path.isdir(target) and not os.path.islink(target):\n    shutil.rmtree(target)\n"
+                "elif os.path.lexists(target):\n    os.unlink(target)\n"
+                f"{plant}\nprint(json.dumps({{'planted': os.path.lexists(target)}}))\n")
+        assert last_json(run_code(env, code)) == {"planted": True}, name
+        report = runner._grade(tmp_path)  # what runner.run does after the episode
+        assert report["valid"] is False and report["score"] is None and report["medal"] is None, (name, report)
+        codes = {e["code"] for e in report["errors"]}
+        assert codes == ({"too_large"} if name.startswith("sparse") else {"bad_path"}), (name, report)
+        assert "HOST-SECRET" not in json.dumps(report)
+        validation = env.step("validate")[4]["validation"]
+        assert validation["valid"] is False and "HOST-SECRET" not in json.dumps(validation), (name, validation)
+    # the same file as a regular file is graded
+    sample = (competitions["spaceship-titanic-lite"] / "public" / "sample_submission.csv").read_text()
+    run_code(env, f"import os\nos.unlink('/submission/submission.csv')\nopen('/submission/submission.csv', 'w')"
+                  f".write({sample!r})\n")
+    assert runner._grade(tmp_path)["valid"] is True
+
+
+def test_agent_code_has_no_capability_device_or_route_to_the_host(hostile):
+    import socket
+
+    _, env = hostile
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    code = (
+        "import json, os, socket, stat\nout = {}\n"
+        "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines() if ':\\t' in line)\n"
+        "out['cap_eff'] = status['CapEff'].strip(); out['cap_bnd'] = status['CapBnd'].strip()\n"
+        "out['uid'] = os.getuid()\n"
+        "try:\n    os.mknod('/tmp/disk', stat.S_IFBLK | 0o600, os.makedev(8, 0)); out['mknod'] = 'made'\n"
+        "except OSError as exc:\n    out['mknod'] = exc.errno\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=5).close(); out['connect'] = 'connected'\n"
+        "except OSError as exc:\n    out['connect'] = type(exc).__name__\n"
+        "out['mounts'] = [line.split(' - ')[0].split()[4:6] for line in open('/proc/self/mountinfo')]\n"
+        "print(json.dumps(out))\n"
+    )
+    try:
+        out = last_json(run_code(env, code))
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever reached the host's port
+    finally:
+        listener.close()
+    assert out["cap_eff"] == "0000000000000000" and out["cap_bnd"] == "0000000000000000", out
+    assert out["uid"] == 65534
+    assert out["mknod"] != "made"
+    assert out["connect"] in ("ConnectionRefusedError", "OSError"), out  # its own, empty network namespace
+    for mountpoint, options in out["mounts"]:
+        flags = options.split(",")
+        assert "nosuid" in flags and (mountpoint.split("/")[1] == "dev" or "nodev" in flags), (mountpoint, options)
+
+
+def test_a_fork_flood_stops_at_the_process_limit(hostile):
+    _, env = hostile
+    code = (
+        "import json, os, time\nforked, error = 0, None\n"
+        "while forked < 2000:\n"
+        "    try:\n        pid = os.fork()\n    except OSError as exc:\n        error = exc.errno; break\n"
+        "    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n"
+        "    forked += 1\n"
+        "print(json.dumps({'forked': forked, 'error': error}))\n"
+    )
+    out = last_json(run_code(env, code))
+    assert out["error"] == 11 and out["forked"] < PROCESSES, out  # EAGAIN
+    listing = run_code(env, "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")["output"]
+    assert len(json.loads(listing.strip().splitlines()[-1])) <= 3  # the flood is gone, the server still serves
+
+
+def test_a_disk_flood_of_tmp_and_the_workspace_stops_at_the_tmpfs_size(hostile):
+    _, env = hostile
+    code = (
+        "import json, os, sys\nout = {}\n"
+        "for name, folder in (('tmp', '/tmp'), ('workspace', os.getcwd())):\n"
+        "    written, error = 0, None\n"
+        "    try:\n"
+        "        with open(os.path.join(folder, 'flood'), 'wb') as handle:\n"
+        f"            while written < {8 * TMPFS}:\n"
+        "                handle.write(b'x' * 1048576); handle.flush(); written += 1048576\n"
+        "    except OSError as exc:\n        error = exc.errno\n"
+        "    os.unlink(os.path.join(folder, 'flood'))\n"
+        "    out[name] = [written, error]\n"
+        "out['cwd'] = os.getcwd()\nprint(json.dumps(out))\n"
+    )
+    out = last_json(run_code(env, code))
+    assert out["cwd"].startswith("/tmp/"), out  # the workspace lives on the sized tmpfs
+    for name in ("tmp", "workspace"):
+        written, error = out[name]
+        assert error == 28 and written <= TMPFS, (name, out)  # ENOSPC
+
+
+def test_a_memory_flood_fails_in_the_agent_code_not_on_the_host(hostile):
+    _, env = hostile
+    code = ("try:\n    block = bytearray(3 * 1024**3)\n    print('allocated')\n"
+            "except MemoryError:\n    print('refused')\n")
+    assert run_code(env, code)["output"].strip() == "refused"

@@ -11,6 +11,7 @@ import pytest
 from spython.main.parse.parsers import SingularityParser
 
 from dacstyle.cli import build_parser, main
+from dacstyle.cli.containers import convert_dockerfile
 
 STANDIN = Path(__file__).parent / "apptainer_standin"
 
@@ -107,6 +108,61 @@ def test_recipe_convert(tmp_path, capsys):
     assert recipe.cmd == 'exec python3 -m dacstyle.container.server "$@"'
     assert main(["recipe", "convert", str(tmp_path / "Dockerfile")]) == 0
     assert capsys.readouterr().out == text
+
+
+def runscript(definition: str) -> str | None:
+    """The body of the %runscript section of ``definition``, or None."""
+    body, inside = [], False
+    for line in definition.splitlines():
+        if line.startswith("%"):
+            if inside:
+                break
+            inside = line.strip() == "%runscript"
+        elif inside:
+            body.append(line)
+    return "\n".join(body) + "\n" if inside else None
+
+
+def run_as_docker_would(dockerfile: str, tmp_path: Path, *args: str) -> str:
+    """Convert ``dockerfile``, then run its runscript with /bin/sh as Apptainer does; return stdout."""
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    script = tmp_path / "runscript"
+    script.write_text(runscript(convert_dockerfile(tmp_path / "Dockerfile")))
+    done = subprocess.run(["/bin/sh", str(script), *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+ARGV = 'python3", "-c", "import sys; print(sys.argv[1:])'
+
+
+@pytest.mark.parametrize("lines, args, output", [
+    # exec-form ENTRYPOINT and CMD: CMD gives default arguments, the run's arguments replace them
+    ([f'ENTRYPOINT ["{ARGV}"]', 'CMD ["a b", "c"]'], [], "['a b', 'c']\n"),
+    ([f'ENTRYPOINT ["{ARGV}"]', 'CMD ["a b", "c"]'], ["x y", "z"], "['x y', 'z']\n"),
+    # CMD alone: the whole command, replaced by the run's arguments (spython put /bin/bash before it)
+    ([f'CMD ["{ARGV}", "it\'s"]'], [], "[\"it's\"]\n"),
+    (['CMD echo "one  two" | tr a-z A-Z'], [], "ONE  TWO\n"),
+    (['CMD echo "one  two" | tr a-z A-Z'], ["echo", "replaced"], "replaced\n"),
+    # shell-form ENTRYPOINT: /bin/sh -c, arguments and CMD ignored (as Docker does)
+    (['ENTRYPOINT echo from the entrypoint $HOME_NOT_SET', 'CMD ["ignored"]'], ["also", "ignored"],
+     "from the entrypoint\n"),
+    # exec-form ENTRYPOINT and shell-form CMD: sh -c CMD are the default arguments
+    (['ENTRYPOINT ["/bin/sh", "-c", "echo \\"$0|$1\\""]', 'CMD echo hi'], [], "/bin/sh|-c\n"),
+])
+def test_recipe_convert_runscript_runs_what_docker_runs(lines, args, output, tmp_path):
+    dockerfile = "FROM python:3.11-slim-bookworm\n" + "\n".join(lines) + "\n"
+    assert run_as_docker_would(dockerfile, tmp_path, *args) == output
+
+
+def test_recipe_convert_keeps_the_workdir_and_leaves_out_a_runscript_docker_would_not_have(tmp_path):
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    assert run_as_docker_would(f"FROM debian:12\nWORKDIR {workdir}\nCMD pwd\n", tmp_path) == f"{workdir}\n"
+    (tmp_path / "Dockerfile").write_text("FROM debian:12\nRUN true\n")
+    text = convert_dockerfile(tmp_path / "Dockerfile")
+    assert runscript(text) is None and "%startscript" not in text  # Apptainer keeps the base image's
+    assert "%post\ntrue" in text
 
 
 def test_recipe_convert_missing_file(tmp_path, capsys):

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from dacstyle.competitions import MAX_SUBMISSION_BYTES, Grader, SubmissionValidator, list_competitions, make_competition
+from dacstyle.competitions import Grader, SubmissionValidator, list_competitions, make_competition
 from dacstyle.competitions.metrics import medal_for
+from dacstyle.config import config
 from dacstyle.errors import BenchmarkError
 
 
@@ -133,17 +134,21 @@ def test_value_rules_per_metric(comps: dict[str, Path]) -> None:
 
 def test_bytes_size_and_encoding(comps: dict[str, Path], tmp_path: Path) -> None:
     comp = comps["house-prices-rmsle"]
+    config.max_submission_bytes = 1024 * 1024  # the setting is the default cap
     grader = Grader(comp, submissions_root=tmp_path)
     sample = (comp / "public/sample_submission.csv").read_bytes()
     assert grader.validate(sample)["valid"]
     assert grader.validate(b"\xef\xbb\xbf" + sample)["valid"]  # a UTF-8 BOM is fine
     assert _codes(grader.validate(os.urandom(4096) + b"\xff")) <= {"not_utf8", "bad_csv"}
     assert _codes(grader.validate(b"\xff\xfe\x00garbage")) == {"not_utf8"}
-    big = b"a" * (MAX_SUBMISSION_BYTES + 1)
+    big = b"a" * (1024 * 1024 + 1)
     assert _codes(grader.validate(big)) == {"too_large"}
     assert _codes(grader.validate(big.decode())) == {"too_large"}
     (tmp_path / "big.csv").write_bytes(big)
     assert _codes(grader.validate(Path("big.csv"))) == {"too_large"}
+    with open(tmp_path / "sparse.csv", "wb") as handle:
+        handle.truncate(1024**3)  # no disk blocks: refused by fstat before a byte is read
+    assert _codes(grader.validate(Path("sparse.csv"))) == {"too_large"}
     assert _codes(grader.validate(12345)) == {"bad_type"}
     assert _codes(grader.validate(["a"])) == {"bad_type"}
     assert _codes(Grader(comp, max_bytes=100).validate(sample)) == {"too_large"}
@@ -162,12 +167,15 @@ def test_paths_stay_inside_the_submissions_root(comps: dict[str, Path], tmp_path
     assert grader.validate(Path("inner/ok.csv"))["valid"]
     assert grader.validate({"path": "inner/ok.csv"})["valid"]
     assert grader.validate(root / "inner/ok.csv")["valid"]
-    assert grader.validate(Path("inside_link.csv"))["valid"]
+    (root / "linked").symlink_to(root / "inner")
+    os.mkfifo(root / "fifo.csv")
     for bad in (Path("../outside.csv"), outside, Path("escape.csv"), {"path": "../../etc/passwd"},
-                Path("/etc/passwd"), Path("inner"), Path("missing.csv"), {"path": ""}, {"path": 3}, {"path": "a\x00b"}):
-        result = grader.grade(bad)
+                Path("/etc/passwd"), Path("inner"), {"path": ""}, {"path": 3}, {"path": "a\x00b"},
+                Path("inside_link.csv"), Path("linked/ok.csv"), Path("fifo.csv"), Path("inner/../inner/ok.csv/x")):
+        result = grader.grade(bad)  # no link is followed, not even one that stays inside
         assert _codes(result) == {"bad_path"}, (bad, result)
         assert result["score"] is None
+    assert _codes(grader.grade(Path("missing.csv"))) == {"missing"}
     # without a root, paths are refused altogether
     assert _codes(Grader(comp).validate(Path("inner/ok.csv"))) == {"bad_path"}
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 
 import pytest
 
@@ -14,7 +16,11 @@ from dacstyle.benchmarks import SigmoidBenchmark
 pytestmark = pytest.mark.container
 
 
-def test_default_image_is_built_once_and_supersedes_older_packs(packed_image, tmp_path):
+def test_default_image_is_built_once_and_supersedes_older_packs(packed_image, tmp_path, monkeypatch):
+    from dacstyle.images import default
+
+    key = environment_key()  # fixed for the test: a source edited meanwhile would give a new key
+    monkeypatch.setattr(default, "environment_key", lambda: key)
     cache = ImageCache(tmp_path / "cache")
     old = cache.add(packed_image, ref="dacstyle-env@0.0.1+0123456789abcdef")
     cache.record("sigmoid@0.1.0", old.sha256)
@@ -27,12 +33,16 @@ def test_default_image_is_built_once_and_supersedes_older_packs(packed_image, tm
     small.mkdir()
     (small / "hello.txt").write_text("hi")
     other = cache.add(pack_directory(small, tmp_path / "small.sif").path, ref="https://example.org/small.sif")
+    venv_labels = {"org.dacstyle.packed-from": "environment", "org.dacstyle.python": os.path.realpath(sys.executable),
+                   "org.dacstyle.prefix": "/elsewhere/.venv"}  # the same interpreter packed from a venv
+    venv = cache.add(pack_directory(small, tmp_path / "venv.sif", labels=venv_labels).path,
+                     ref="dacstyle-env@0.1.0+00000000000000aa")
 
     path = default_image(cache, progress=False)
-    assert cache.lookup(environment_key()).path == path
+    assert cache.lookup(key).path == path
     digests = {item.sha256 for item in cache.entries()}
     assert old.sha256 not in digests, "the superseded environment pack was kept"
-    assert {mine.sha256, other.sha256, hash_file(path)} <= digests
+    assert {mine.sha256, other.sha256, venv.sha256, hash_file(path)} <= digests, "another environment's pack was dropped"
     assert default_image(cache, progress=False) == path  # a cache hit, no second pack
 
 

@@ -152,8 +152,8 @@ def test_local_paths_are_verified_in_place(images_env, tmp_path, sif_file):
 def test_cache_hit_does_not_rehash_unless_the_file_changed(images_env, big_sif, monkeypatch):
     added = images_env.add(big_sif, ref="big@1")
     calls = []
-    real = cache_module.hash_file
-    monkeypatch.setattr(cache_module, "hash_file", lambda p: calls.append(p) or real(p))
+    real = cache_module._hash_handle
+    monkeypatch.setattr(cache_module, "_hash_handle", lambda h: calls.append(h) or real(h))
     assert images_env.lookup("big@1") is not None and calls == []
     assert images_env.lookup("big@1", full=True) is not None and len(calls) == 1
     os.utime(added.path, ns=(0, 12345))  # same bytes, other mtime: re-hashed once, then trusted again

@@ -17,6 +17,8 @@ import dacstyle
 from dacstyle.images.pack import pack_directory, pack_environment, pack_squashfs
 from dacstyle.images.sif import open_image, verify_image
 
+from conftest import dacstyle_inside
+
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "sif-testdata"
 needs_mksquashfs = pytest.mark.skipif(shutil.which("mksquashfs") is None,
                                       reason="mksquashfs (squashfs-tools) is not installed")
@@ -126,6 +128,7 @@ def test_packed_environment_metadata(env_image):
     labels = img.labels()
     assert labels["org.dacstyle.version"] == dacstyle.__version__
     assert labels["org.dacstyle.python"] == os.path.realpath(sys.executable)
+    assert labels["org.dacstyle.prefix"] == os.path.realpath(sys.prefix)
     assert labels["org.dacstyle.packed-from"] == "environment"
     assert "Bootstrap: scratch" in img.deffile() and "numpy==" in img.deffile()
 
@@ -133,8 +136,10 @@ def test_packed_environment_metadata(env_image):
 @pytest.mark.container
 def test_packed_environment_runs_python_under_bwrap(env_image, tmp_path):
     with mounted(env_image.path, env_image.squashfs_offset, tmp_path / "m") as root:
-        assert os.readlink(root / "usr/bin/python3") == os.path.realpath(sys.executable)
-        assert not list((root / os.path.relpath(sys.prefix, "/")).rglob("__editable__*"))
+        assert os.readlink(root / "opt/dacstyle/env/bin/python3") == os.path.realpath(sys.executable)
+        assert (root / "usr/bin/python3").read_text() == '#!/bin/sh\nexec /opt/dacstyle/env/bin/python3 "$@"\n'
+        assert not list((root / "opt/dacstyle/env").rglob("__editable__*"))
+        assert not list((root / "opt/dacstyle/env").rglob("*.pth"))[1:], "only the launcher's own .pth"
         assert (root / "etc/passwd").read_text().startswith("root:x:0:0:")
         for d in ("tmp", "home", "run/dacstyle", "proc", "dev", "sys"):
             assert (root / d).is_dir(), d
@@ -150,10 +155,9 @@ def test_packed_environment_runs_python_under_bwrap(env_image, tmp_path):
         light = time.monotonic() - start
         assert proc.returncode == 0, proc.stderr
         pkg_file, container_file, prefix = proc.stdout.split()
-        site = "lib/python{}.{}/site-packages".format(*sys.version_info[:2])
-        assert pkg_file == f"{sys.prefix}/{site}/dacstyle/__init__.py"
-        assert container_file == f"{sys.prefix}/{site}/dacstyle/container/__init__.py"
-        assert prefix == sys.prefix
+        assert pkg_file == f"{dacstyle_inside()}/__init__.py"
+        assert container_file == f"{dacstyle_inside()}/container/__init__.py"
+        assert prefix == "/opt/dacstyle/env"
         print(f"\nimport numpy+sklearn+gymnasium: {heavy:.2f}s, dacstyle.container.server: "
               f"{light:.2f}s", file=sys.stderr)
         assert light < 5  # generous for loaded CI machines; ~0.1 s measured

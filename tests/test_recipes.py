@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from packaging.requirements import Requirement
 from spython.main.parse.parsers import SingularityParser
 
 import dacstyle
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / ".ci"))
+from refresh_lock import normalise, read_lock  # noqa: E402  (the script that writes the lock owns its format)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "container" / "recipes"
@@ -27,14 +31,21 @@ def pins(install: list[str]) -> dict[str, str]:
     for line in install:
         match = PIN.match(line.strip())
         if match:
-            found[match.group(1).lower().replace("_", "-")] = match.group(2)
+            found[normalise(match.group(1))] = match.group(2)
     return found
 
 
+def locked(name: str) -> str:
+    """The version constraints.txt (the one lock file CI installs with) pins for ``name``."""
+    lock = read_lock(ROOT / "constraints.txt")
+    assert name in lock, f"{name} is not pinned in constraints.txt: run python3 .ci/refresh_lock.py"
+    return lock[name]
+
+
 def runtime_requirements() -> dict[str, str]:
-    """dacstyle's install_requires with the versions installed here."""
-    names = [Requirement(r).name for r in metadata.requires("dacstyle") or [] if "extra ==" not in r]
-    return {name.lower(): metadata.version(name) for name in names}
+    """dacstyle's install_requires with the versions the lock file pins (never what a registry serves today)."""
+    names = [normalise(Requirement(r).name) for r in metadata.requires("dacstyle") or [] if "extra ==" not in r]
+    return {name: locked(name) for name in names}
 
 
 @pytest.mark.parametrize("name", ["benchmark.def", "template.def"])
@@ -50,7 +61,7 @@ def test_recipe_structure(name):
     assert recipe.test and any("dacstyle.container.server" in line for line in recipe.install)  # %test folded in
     assert "set -eu" in recipe.install and "mkdir -p /run/dacstyle /run/dacstyle-agent" in recipe.install
     assert "PYTHONUNBUFFERED=1" in recipe.environ
-    assert pins(recipe.install) == runtime_requirements(), "refresh the pins to `pip show` of this environment"
+    assert pins(recipe.install) == runtime_requirements(), "recipe pins differ from constraints.txt: run python3 .ci/refresh_lock.py"
 
 
 def test_benchmark_recipe_copies_the_project_source():
@@ -67,3 +78,12 @@ def test_template_marks_every_place_to_fill_in():
     recipe = parse("template.def")
     assert recipe.files == ["dacstyle /opt/dacstyle/src", "mybench /opt/mybench/src"]
     assert any("import dacstyle.container.server, mybench" in line for line in recipe.install)
+
+
+def test_lock_pins_every_requirement_ci_installs():
+    """Each requirement of dacstyle and of its test extra is pinned, so CI never meets a new release."""
+    lock = read_lock(ROOT / "constraints.txt")
+    names = {normalise(Requirement(r).name) for r in metadata.requires("dacstyle") or []}
+    assert names - set(lock) == set(), "run python3 .ci/refresh_lock.py"
+    setup = (ROOT / ".ci" / "setup").read_text()
+    assert "-c constraints.txt" in setup, ".ci/setup must install with the lock file"

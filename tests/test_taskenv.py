@@ -182,3 +182,12 @@ def test_submission_file_tricks_are_structured_errors(env: TaskEnv, tmp_path: Pa
     target.symlink_to(secret)
     assert env.step("validate")[4]["validation"]["errors"][0]["code"] == "bad_path"
 
+
+
+def test_a_private_workspace_is_made_and_removed_on_close(comp: Path, tmp_path: Path) -> None:
+    env = TaskEnv(comp / "public", None, tmp_path / "sub", time_limit=LIMIT)
+    env.reset()
+    info = env.step("import os\nprint(os.getcwd())")[4]
+    assert info["output"].strip() == str(env.workspace_dir) and env.workspace_dir.is_dir()
+    env.close()
+    assert not env.workspace_dir.exists()

@@ -2,7 +2,9 @@
 
 A :class:`Channel` knows one server endpoint (a Unix socket or TCP address), its
 token and, when the host started the server, how to tell whether it is still
-alive. Every Pyro5 error is turned into one error of the project's tree here.
+alive. Every Pyro5 error is turned into one error of the project's tree here;
+replies decode to plain data (:func:`~dacstyle.container.protocol.use_plain_json`)
+and then through the codec, which rebuilds only allow-listed exception types.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dacstyle.errors import (
     DacstyleError,
     ServerDiedError,
 )
+
+from ..protocol import use_plain_json
 
 __all__ = ["Channel", "uri_for"]
 
@@ -48,12 +52,15 @@ class Channel:
         call_timeout: float = 60.0,
         server_gone: Callable[[float], bool] | None = None,
         stderr_tail: Callable[[], str] | None = None,
+        exceptions: tuple[type, ...] = (),
     ) -> None:
+        use_plain_json()  # a reply decodes to plain data, whatever the server sends
         self.location = location
         self.call_timeout = call_timeout
         self._token = token
         self._server_gone = server_gone
         self._stderr_tail = stderr_tail or (lambda: "")
+        self.exceptions = exceptions  # rebuilt as their own type, besides builtins and dacstyle's tree
 
     def proxy(self, object_id: str) -> Proxy:
         """A new JSON proxy to ``object_id`` that presents the token on connect."""
@@ -90,5 +97,5 @@ class Channel:
         if isinstance(reply, dict) and "ok" in reply:
             return codec.decode(reply["ok"])
         if isinstance(reply, dict) and "error" in reply:
-            raise codec.decode_exception(reply["error"])
+            raise codec.decode_exception(reply["error"], self.exceptions)
         raise ChannelError(f"malformed reply from the server: {str(reply)[:200]}")

@@ -99,7 +99,10 @@ def _remote_method(name: str) -> Callable[..., Any]:
 
 
 def make_remote_object(handle: RemoteHandle, methods: list[str], class_name: str = "Remote") -> RemoteObject:
-    """A proxy whose methods are exactly ``methods`` (plus set_timeout and release)."""
+    """A proxy whose methods are exactly ``methods`` (plus set_timeout and release).
+
+    ``"__call__"`` among them makes the proxy callable, like the function it stands for.
+    """
     clash = set(methods) & {"set_timeout", "release"}
     namespace = {name: _remote_method(name) for name in methods if name not in clash}
     cls = type(class_name, (RemoteObject,), namespace)

@@ -7,8 +7,9 @@
         results = runner.run(agent, number_of_episodes=10)
 
 ``run`` writes a run folder on the host: ``manifest.json`` (benchmark spec, seeds,
-versions of both sides, runtime, image) and ``episodes.jsonl`` (one line per
-episode, with its steps), plus the server's log.
+the agent, versions of both sides, runtime, image, a digest of each episode) and
+``episodes.jsonl`` (one line per episode, with its steps as ``log_steps`` asks),
+plus the server's log; ``dacstyle rerun`` re-runs it from the manifest.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,10 +29,12 @@ import numpy as np
 from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.config import config
 from dacstyle.errors import BenchmarkError
+from dacstyle.results import RunResults
 from dacstyle.runtimes import Bind, Runtime, get_runtime
 from dacstyle.runtimes.base import GRADER_DIR_INSIDE
 
 from ..protocol import versions
+from .localcode import CODE_INSIDE, LocalModule, local_modules
 from .proxies import RemoteEnvironment, RemoteObject
 from .server import Server
 
@@ -53,36 +56,6 @@ def to_jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-@dataclass
-class RunResults:
-    """What ``RemoteRunner.run`` returns: per-episode return, length and wall time."""
-
-    benchmark: str
-    episodes: list[dict[str, Any]]
-    path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def returns(self) -> list[float]:
-        return [float(e["return"]) for e in self.episodes]
-
-    @property
-    def lengths(self) -> list[int]:
-        return [int(e["length"]) for e in self.episodes]
-
-    @property
-    def mean_return(self) -> float:
-        return float(np.mean(self.returns)) if self.episodes else float("nan")
-
-    def table(self) -> str:
-        """A plain-text table, one row per episode and a mean row."""
-        rows = [f"{'episode':>7}  {'return':>10}  {'length':>6}  {'wall s':>8}"]
-        for e in self.episodes:
-            rows.append(f"{e['episode']:>7}  {e['return']:>10.4f}  {e['length']:>6}  {e['wall_time_s']:>8.3f}")
-        rows.append(f"{'mean':>7}  {self.mean_return:>10.4f}  {np.mean(self.lengths) if self.episodes else 0:>6.1f}")
-        return "\n".join(rows)
 
 
 class RemoteRunner:
@@ -118,6 +91,7 @@ class RemoteRunner:
         self._server: Server | None = None
         self._grader_server: Server | None = None
         self._spec = benchmark
+        self.local_code: list[LocalModule] = []
         log.info("RemoteRunner(%s): runtime %s", benchmark.name, self.runtime.name)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -149,16 +123,29 @@ class RemoteRunner:
         return self
 
     def _binds(self, spec: Benchmark, extra: list[Bind]) -> tuple[list[Bind], dict[str, str]]:
+        """The spec's named binds, plus its entry point's module when that lives beside the user."""
         named = {name: Bind.parse(text) for name, text in spec.binds.items()}
         paths = {f"bind:{name}": self.runtime.path_inside(bind) for name, bind in named.items()}
-        return [*extra, *named.values()], paths
+        code = local_modules([spec.entry_point])
+        self.local_code += [m for m in code if m not in self.local_code]
+        code_binds = [Bind(str(m.path), f"{CODE_INSIDE}/{m.path.name}") for m in code]
+        return [*extra, *named.values(), *code_binds], paths
+
+    def _env(self, binds: list[Bind]) -> dict[str, str]:
+        """The server's environment: the user's, with the local code's folders first on PYTHONPATH."""
+        code = [self.runtime.path_inside(b) for b in binds if b.dst.startswith(CODE_INSIDE + "/")]
+        if not code:
+            return self.env
+        folders = list(dict.fromkeys(os.path.dirname(path) for path in code))
+        inherited = [self.env.get("PYTHONPATH", "")] + ([] if self.runtime.isolated else [os.environ.get("PYTHONPATH", "")])
+        return {**self.env, "PYTHONPATH": os.pathsep.join([*folders, *filter(None, inherited)])}
 
     def _start_server(self, binds: list[Bind], agent: bool = False) -> Server:
         return Server.start(
             self.runtime,
             image=self.image,
             binds=binds,
-            env=self.env,
+            env=self._env(binds),
             gpu=self.gpu,
             agent=agent,
             start_timeout=self.start_timeout,
@@ -192,74 +179,102 @@ class RemoteRunner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __repr__(self) -> str:
+        state = "running" if self._server is not None else "stopped"
+        digest = self._describe_image()["sha256"] if self.image is not None else None
+        image = f"sha256:{digest[:12]}" if digest else "none"
+        return f"<RemoteRunner {self.benchmark.name!r} runtime={self.runtime.name} image={image} {state}>"
+
     # -- proxies -------------------------------------------------------------------
     def get_environment(self) -> RemoteEnvironment:
-        """A new gymnasium.Env proxy of the benchmark's environment."""
+        """A new gymnasium.Env proxy of the benchmark's environment.
+
+        A spec with ``methods`` serves an object (BenchmarkError: use get_object());
+        one without that builds no environment fails with a BenchmarkError saying so.
+        """
         if not self.benchmark.is_environment:
-            raise BenchmarkError(f"{self.benchmark.name!r} serves an object; use get_object()")
+            kind = "a callable" if "__call__" in (self.benchmark.methods or ()) else "an object"
+            raise BenchmarkError(f"{self.benchmark.name!r} serves {kind} (methods {self.benchmark.methods}); "
+                                 "use get_object()")
         env = self.server.create(self._spec)
         assert isinstance(env, RemoteEnvironment)
         return env
 
     def get_object(self) -> RemoteObject:
-        """A new proxy of the benchmark's object, with exactly its served methods."""
+        """A new proxy of the benchmark's object, with exactly its served methods.
+
+        With ``"__call__"`` among them the proxy is callable: ``obj(config, fidelity=...)``.
+        """
         if self.benchmark.is_environment:
-            raise BenchmarkError(f"{self.benchmark.name!r} serves an environment; use get_environment()")
+            raise BenchmarkError(f"{self.benchmark.name!r} lists no methods, so it is served as an environment: "
+                                 "use get_environment(), or give its spec methods=[...] to serve an object")
         obj = self.server.create(self._spec)
         assert isinstance(obj, RemoteObject)
         return obj
 
     # -- running -------------------------------------------------------------------
-    def run(self, agent: Any, number_of_episodes: int = 1) -> RunResults:
-        """Run ``agent`` for some episodes on a fresh remote environment; log them to a run folder."""
+    def run(self, agent: Any, number_of_episodes: int = 1, log_steps: bool | int = True,
+            progress: bool | None = None) -> RunResults:
+        """Run ``agent`` for some episodes on a fresh remote environment; log them to a run folder.
+
+        ``log_steps``: True logs every step, an int N every N-th, False none (returns,
+        lengths and digests are always kept). ``progress`` shows a bar over episodes
+        (None: only in Jupyter or a terminal). An agent with ``reseed`` (the shipped
+        baselines) restarts from its seed, or the benchmark's when it has none.
+        """
         from dacstyle.agents import as_agent
         from dacstyle.agents.loop import iter_episodes
+        from dacstyle.results.log import DIGEST, EpisodeLog, check_log_steps
+        from dacstyle.results.progress import episode_bar
+        from dacstyle.results.rerun import describe_agent
 
         if number_of_episodes < 1:
             raise ValueError("number_of_episodes must be at least 1")
+        check_log_steps(log_steps)
+        reseed = getattr(agent, "reseed", None)
+        if callable(reseed):
+            reseed(self.benchmark.seed)
+        agent_record = describe_agent(agent)
         agent = as_agent(agent)
         folder = self._new_run_folder()
         env = self.get_environment()
         started = time.time()
         manifest = self._manifest(started, number_of_episodes)
+        manifest.update(agent=agent_record, log_steps=log_steps, digest=DIGEST, episodes=[])
         _write_json(folder / "manifest.json", manifest)
-        steps: list[dict[str, Any]] = []
-
-        def on_step(episode: int, t: int, action: Any, reward: Any, terminated: bool, truncated: bool, info: Any) -> None:
-            steps.append({"t": t, "action": to_jsonable(action), "reward": to_jsonable(reward),
-                          "terminated": bool(terminated), "truncated": bool(truncated), "info": to_jsonable(info)})
-
+        episode_log = EpisodeLog(folder / "episodes.jsonl", log_steps)
+        bar = episode_bar(number_of_episodes, progress, self.benchmark.name)
         episodes: list[dict[str, Any]] = []
         try:
-            with open(folder / "episodes.jsonl", "w") as log_file:
-                for record in iter_episodes(env, agent, number_of_episodes, seed=self.benchmark.seed, on_step=on_step):
-                    record = {**to_jsonable(record), "steps": steps[:]}
-                    steps.clear()
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                    episodes.append(record)
+            for record in iter_episodes(env, agent, number_of_episodes, seed=self.benchmark.seed,
+                                        on_step=episode_log.on_step, on_reset=episode_log.on_reset):
+                line = episode_log.end_episode(record)
+                episodes.append({k: v for k, v in line.items() if k != "steps"})
+                bar.update(1)
         finally:
+            bar.close()
+            episode_log.close()
             env.close()
             manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
             manifest["episodes_completed"] = len(episodes)
+            manifest["episodes"] = episode_log.digests
             _write_json(folder / "manifest.json", manifest)
             self._copy_server_log(folder)
-        summary = [{k: v for k, v in e.items() if k != "steps"} for e in episodes]
         extra = {}
         if self.grader is not None:
             extra["grade"] = self._grade(folder)
-        return RunResults(self.benchmark.name, summary, folder, extra)
+        return RunResults(self.benchmark.name, episodes, folder, extra, manifest)
 
     def _grade(self, folder: Path) -> dict[str, Any]:
-        """Grade the task's submission on the host side, after the episode."""
+        """Grade the task's submission after the episode: the host asks, the grader reads.
+
+        The grader opens ``submission.csv`` in its read-only submission bind (no link
+        followed, size capped); the host never opens a path the agent could have made.
+        """
         assert self.grader is not None
-        if "submission" not in self.benchmark.binds:
+        if "submission" not in (self.benchmark.grader or {}).get("binds", {}):
             raise BenchmarkError(f"{self.benchmark.name!r} has a grader but no 'submission' bind to grade")
-        submission = Path(Bind.parse(self.benchmark.binds["submission"]).src) / "submission.csv"
-        if submission.is_file():
-            report = self.grader.grade(submission.read_bytes())  # type: ignore[attr-defined]
-        else:
-            report = {"valid": False, "score": None, "errors": [{"code": "missing", "message": "no submission.csv"}]}
+        report = self.grader.grade({"path": "submission.csv"})  # type: ignore[attr-defined]
         _write_json(folder / "grade.json", to_jsonable(report))
         return report
 
@@ -270,21 +285,28 @@ class RemoteRunner:
         return folder
 
     def _manifest(self, started: float, episodes: int) -> dict[str, Any]:
-        if self.image is not None and self._image_record is None:
-            from dacstyle.images.default import describe_image
-
-            self._image_record = describe_image(self.image)  # hashes a local file: once per runner
         return {
             "benchmark": json.loads(self.benchmark.to_json()),
             "seed": self.benchmark.seed,
             "episodes_requested": episodes,
             "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(),
             "runtime": self.runtime.describe(),
-            "image": self._image_record,
+            "image": self._describe_image() if self.image is not None else None,
+            "local_code": [module.record() for module in self.local_code],
             "host": versions(),
             "server": self.server.hello,
             "config": to_jsonable({k: str(v) if isinstance(v, Path) else v for k, v in config.as_dict().items()}),
         }
+
+    def _describe_image(self) -> dict[str, Any]:
+        """The manifest's record of the image (path, sha256, size, labels, reference); hashed once per runner."""
+        assert self.image is not None
+        if self._image_record is None or self._image_record["path"] != str(self.image):
+            from dacstyle.images.default import describe_image
+
+            self._image_record = describe_image(self.image)
+            self._image_record["reference"] = str(self.image_ref) if self.image_ref is not None else None
+        return self._image_record
 
     def _copy_server_log(self, folder: Path) -> None:
         if self._server is not None and self._server.run.log_path.exists():

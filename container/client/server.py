@@ -11,6 +11,7 @@ run on :meth:`Server.close`, when collected, at interpreter exit, on SIGTERM, an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -19,17 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dacstyle import codec
 from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.config import config
 from dacstyle.errors import ChannelError, DacstyleError, ProtocolMismatchError, ServerStartError
 from dacstyle.runtimes import PIPE, Bind, Handle, LaunchSpec, LocalProcess, Runtime
 from dacstyle.runtimes.rundir import RunDir
 
-from ..protocol import CONTROL_OBJECT, PROTOCOL_VERSION, READY_PREFIX, versions
+from ..protocol import CONTROL_OBJECT, READY_PREFIX, check_versions
 from .channel import Channel
 from .proxies import RemoteEnvironment, RemoteHandle, RemoteObject, make_remote_object
 
-__all__ = ["Server", "server_argv", "wait_ready"]
+__all__ = ["Server", "server_argv", "server_network", "wait_ready"]
 
 SERVER_MODULE = "dacstyle.container.server"
 
@@ -44,6 +46,11 @@ def server_argv(runtime: Runtime, spec: LaunchSpec, tcp: str | None = None) -> l
         agent = runtime.agent_dir_inside(spec)
         argv += ["--agent-socket", f"{agent}/agent.sock", "--agent-token-file", f"{agent}/token"]
     return argv
+
+
+def server_network(tcp: str | None) -> bool:
+    """Whether a server's sandbox keeps the network: only when it listens on TCP or ``sandbox_network`` is set."""
+    return bool(tcp) or config.sandbox_network
 
 
 def wait_ready(handle: LocalProcess, timeout: float) -> dict[str, Any]:
@@ -106,7 +113,8 @@ class Server:
         folder's Unix socket, for a host on another node; the token still applies.
         """
         run = RunDir.create(agent=agent)
-        spec = LaunchSpec(run=run, image=image, binds=list(binds or []), env=dict(env or {}), gpu=gpu)
+        spec = LaunchSpec(run=run, image=image, binds=list(binds or []), env=dict(env or {}), gpu=gpu,
+                          network=server_network(tcp))
         process: Handle | None = None
         try:
             with open(run.log_path, "ab") as log:
@@ -140,13 +148,11 @@ class Server:
                 raise ServerStartError(f"the server did not complete the handshake: {exc}", tail) from exc
             raise
         server = cls(runtime, process, channel, hello)
-        if server.hello.get("protocol") != PROTOCOL_VERSION:
-            mine = versions()
+        try:
+            check_versions(hello)
+        except ProtocolMismatchError:
             server.close()
-            raise ProtocolMismatchError(
-                f"protocol mismatch: host speaks {PROTOCOL_VERSION} (dacstyle {mine['dacstyle']}), server speaks "
-                f"{server.hello.get('protocol')} (dacstyle {server.hello.get('dacstyle')})"
-            )
+            raise
         return server
 
     def control(self, method: str, *args: Any, timeout: float | None = None) -> Any:
@@ -155,7 +161,8 @@ class Server:
 
     def create(self, benchmark: Benchmark) -> RemoteEnvironment | RemoteObject:
         """Build ``benchmark`` on the server; returns an environment or object proxy."""
-        description = self.channel.unwrap(self.control("create", benchmark.to_json()))
+        spec = codec.encode(dataclasses.asdict(benchmark))  # codec data in the frame, not a JSON string inside it
+        description = self.channel.unwrap(self.control("create", spec))
         handle = RemoteHandle(self.channel, description["id"], release=self._release)
         self._handles.append(handle)
         if description["kind"] == "environment":

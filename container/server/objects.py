@@ -1,6 +1,6 @@
 """The objects a server exposes: one control object and the hosted benchmarks.
 
-:class:`Control` answers ``hello()`` and builds benchmarks from their JSON spec;
+:class:`Control` answers ``hello()`` and builds benchmarks from their spec (codec data);
 each built object is wrapped in a :class:`Hosted` that serves exactly the methods
 its spec lists. Arguments and results travel through :mod:`dacstyle.codec`;
 exceptions raised by the benchmark come back as data in the reply, with their
@@ -19,6 +19,7 @@ from Pyro5.server import Daemon, expose
 
 from dacstyle import codec
 from dacstyle.benchmarks.spec import Benchmark
+from dacstyle.errors import BenchmarkError
 
 from ..protocol import versions
 
@@ -61,6 +62,16 @@ class Hosted:
             close()
 
 
+def _benchmark_from(fields: Any) -> Benchmark:
+    """The spec the host sent (a dict of :class:`Benchmark` fields); unknown or missing fields are refused."""
+    if not isinstance(fields, dict):
+        raise BenchmarkError(f"a benchmark spec is a mapping of its fields, not {type(fields).__name__}")
+    try:
+        return Benchmark(**fields)
+    except TypeError as exc:
+        raise BenchmarkError(f"bad benchmark spec: {exc}") from exc
+
+
 class Control:
     """The server's entry object: handshake, build, release and shut down."""
 
@@ -78,14 +89,14 @@ class Control:
         return {**versions(), "pid": os.getpid()}
 
     @expose
-    def create(self, spec_json: str) -> dict[str, Any]:
-        """Build the benchmark that ``spec_json`` names and register it.
+    def create(self, spec: Any) -> dict[str, Any]:
+        """Build the benchmark that ``spec`` (its fields, as codec data) names and register it.
 
         Returns ``{"ok": description}`` with the object id, its methods and, for an
         environment, its spaces, metadata and render mode; or ``{"error": ...}``.
         """
         try:
-            spec = Benchmark.from_json(spec_json)
+            spec = _benchmark_from(codec.decode(spec))
             target = spec.build()
             methods = list(ENV_METHODS) if spec.is_environment else list(spec.methods or ())
             hosted = Hosted(target, methods)

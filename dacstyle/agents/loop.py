@@ -14,10 +14,16 @@ import gymnasium as gym
 
 from .base import as_agent
 
-__all__ = ["run_episodes", "iter_episodes", "StepHook"]
+__all__ = ["run_episodes", "iter_episodes", "StepHook", "ResetHook"]
 
-StepHook = Callable[[int, int, Any, float, bool, bool, dict], None]
-"""``on_step(episode, t, action, reward, terminated, truncated, info)``; ``t`` counts from 0."""
+StepHook = Callable[[int, int, Any, float, bool, bool, dict, Any], None]
+"""``on_step(episode, t, action, reward, terminated, truncated, info, observation)``; ``t`` counts from 0.
+
+``observation`` is the one the step returned (the agent's next state).
+"""
+
+ResetHook = Callable[[int, Any, dict], None]
+"""``on_reset(episode, observation, info)``: called after each episode's reset."""
 
 
 def run_episodes(
@@ -26,6 +32,7 @@ def run_episodes(
     number_of_episodes: int,
     seed: int | None = None,
     on_step: StepHook | None = None,
+    on_reset: ResetHook | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``agent`` for ``number_of_episodes`` episodes; one result dict per episode.
 
@@ -34,7 +41,7 @@ def run_episodes(
     ``wall_time_s`` and ``seed`` (the seed given to that episode's reset, or None).
     ``agent`` is anything :func:`~dacstyle.agents.as_agent` accepts.
     """
-    return list(iter_episodes(env, agent, number_of_episodes, seed=seed, on_step=on_step))
+    return list(iter_episodes(env, agent, number_of_episodes, seed=seed, on_step=on_step, on_reset=on_reset))
 
 
 def iter_episodes(
@@ -43,6 +50,7 @@ def iter_episodes(
     number_of_episodes: int,
     seed: int | None = None,
     on_step: StepHook | None = None,
+    on_reset: ResetHook | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Like :func:`run_episodes`, but yield each episode's dict as soon as it ends.
 
@@ -55,7 +63,9 @@ def iter_episodes(
     for episode in range(number_of_episodes):
         episode_seed = seed if episode == 0 else None
         started = time.perf_counter()
-        state, _info = env.reset(seed=episode_seed)
+        state, reset_info = env.reset(seed=episode_seed)
+        if on_reset is not None:
+            on_reset(episode, state, reset_info)
         reward: Any = 0
         total, t, done = 0.0, 0, False
         while not done:
@@ -63,7 +73,7 @@ def iter_episodes(
             next_state, reward, terminated, truncated, info = env.step(action)
             actor.train(next_state, reward)
             if on_step is not None:
-                on_step(episode, t, action, float(reward), bool(terminated), bool(truncated), info)
+                on_step(episode, t, action, float(reward), bool(terminated), bool(truncated), info, next_state)
             state = next_state
             total += float(reward)
             t += 1

@@ -1,7 +1,8 @@
 """Benchmarks as data: the :class:`Benchmark` spec and the bundled benchmarks.
 
 ``BENCHMARKS`` maps the names the CLI accepts (``dacstyle run sigmoid``) to
-factories ``factory(**config_overrides) -> Benchmark``.
+factories ``factory(**config_overrides) -> Benchmark``. HPOBench-style
+objectives are in :mod:`dacstyle.benchmarks.hpo` (it needs ConfigSpace).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ arguments to call it with. The same spec builds the object locally
 (:meth:`Benchmark.build`) or, serialized with :meth:`Benchmark.to_json`, inside a
 server in another process or container. Environments are served as
 ``gymnasium.Env`` proxies; any other object is served with exactly the methods
-listed in ``methods``.
+listed in ``methods`` (``"__call__"`` makes the proxy callable); a plain function
+is served as itself with ``factory=False``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def load_entry_point(name: str) -> Callable[..., Any]:
     return target
 
 
+def _servable(method: Any) -> bool:
+    return method == "__call__" or (isinstance(method, str) and method.isidentifier() and not method.startswith("_"))
+
+
+_ENV_ATTRIBUTES = ("reset", "step", "observation_space", "action_space")
+"""What a built object needs to be served as an environment."""
+
+
 @dataclass
 class Benchmark:
     """A JSON-serializable benchmark spec.
@@ -48,6 +57,9 @@ class Benchmark:
     ``seed_key`` is not empty it is passed as ``config[seed_key]``. ``methods`` is
     None for a gymnasium environment, else the exact list of methods served to the
     host; ``agent_methods`` the subset served on the agent endpoint, if any.
+    ``methods`` may name ``"__call__"``: the proxy is then callable. ``factory``
+    False serves the entry point itself instead of what calling it returns (a
+    plain function; ``methods`` then defaults to ``["__call__"]``, config stays empty).
     ``binds`` names host folders the server needs (``{"data": "SRC:DST[:ro|rw]"}``);
     a config string ``"{bind:data}"`` becomes that folder's path as the server
     sees it (DST in a container, SRC with the process runtime). ``grader`` is the
@@ -65,6 +77,7 @@ class Benchmark:
     image: str | None = None
     binds: dict[str, str] = field(default_factory=dict)
     grader: dict[str, Any] | None = None
+    factory: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -73,15 +86,22 @@ class Benchmark:
             raise BenchmarkError(f"entry point {self.entry_point!r} is not of the form 'module:callable'")
         if not isinstance(self.config, dict):
             raise BenchmarkError(f"config must be a dict, not {type(self.config).__name__}")
+        if not isinstance(self.factory, bool):
+            raise BenchmarkError(f"factory must be True or False, not {self.factory!r}")
+        if not self.factory:
+            if self.config:
+                raise BenchmarkError(f"{self.name!r} serves its entry point itself (factory=False): it takes no config")
+            if self.methods is None:
+                self.methods = ["__call__"]
         for attr in ("methods", "agent_methods"):
             names = getattr(self, attr)
             if names is None:
                 continue
             names = list(names)
             setattr(self, attr, names)
-            bad = [m for m in names if not isinstance(m, str) or not m.isidentifier() or m.startswith("_")]
+            bad = [m for m in names if not _servable(m)]
             if bad:
-                raise BenchmarkError(f"{attr} must be public identifiers, not {bad}")
+                raise BenchmarkError(f"{attr} must be public identifiers or '__call__', not {bad}")
         if self.agent_methods and not set(self.agent_methods) <= set(self.methods or ()):
             raise BenchmarkError("agent_methods must be a subset of methods")
         from ..runtimes.base import Bind
@@ -163,17 +183,31 @@ class Benchmark:
 
     # -- building ------------------------------------------------------------------
     def build(self) -> Any:
-        """Build the benchmark object in this process (what the server does)."""
+        """Build the benchmark object in this process (what the server does).
+
+        A spec without ``methods`` must build an environment: anything else is a
+        BenchmarkError that says to list the methods and use ``get_object()``.
+        """
         factory = load_entry_point(self.entry_point)
+        if not self.factory:
+            return factory
         try:
-            return factory(**self.kwargs())
+            target = factory(**self.kwargs())
         except BenchmarkError:
             raise
         except Exception as exc:
             raise BenchmarkError(f"building {self.name!r} with {self.entry_point}: {exc!r}") from exc
+        missing = [a for a in _ENV_ATTRIBUTES if not hasattr(target, a)] if self.is_environment else []
+        if missing:
+            raise BenchmarkError(
+                f"{self.name!r} built a {type(target).__name__}, not an environment (no {', '.join(missing)}): "
+                "list the methods to serve, Benchmark(..., methods=[...]), and use get_object()"
+            )
+        return target
 
     def get_environment(self) -> Any:
         """Build the gymnasium environment locally, without any server."""
         if not self.is_environment:
-            raise BenchmarkError(f"{self.name!r} serves an object, not an environment")
+            raise BenchmarkError(f"{self.name!r} serves an object (methods {self.methods}), not an environment: "
+                                 "build() builds it here")
         return self.build()

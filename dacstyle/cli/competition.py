@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .args import at_least
+
 __all__ = ["register"]
 
 
@@ -38,7 +40,7 @@ def register(subparsers: Any) -> None:
     )
     make.add_argument("name", metavar="NAME", help="a name from 'dacstyle competition list'")
     make.add_argument("--out", metavar="DIR", type=Path, required=True, help="the folder to write into")
-    make.add_argument("--seed", metavar="N", type=int, default=0, help="random seed (default 0)")
+    make.add_argument("--seed", metavar="N", type=at_least(0), default=0, help="random seed (default 0)")
     make.set_defaults(func=_make)
     competition.set_defaults(func=lambda args: (competition.print_help(), 2)[1])
 

@@ -21,7 +21,7 @@ from ..errors import ContainerError, RuntimeUnavailableError
 if TYPE_CHECKING:
     from ..runtimes import Bind, Handle
 
-__all__ = ["register", "convert_dockerfile"]
+__all__ = ["register", "convert_dockerfile", "docker_runscript"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "build", help="build a SIF image from an Apptainer definition file (needs Apptainer)",
-        description="Run 'apptainer build OUT.sif RECIPE' (or singularity's). Paths in the recipe's %%files "
+        description="Run 'apptainer build OUT.sif RECIPE' (or singularity's). Paths in the recipe's %files "
                     "are relative to the current directory. Without Apptainer, 'dacstyle pack --from-env "
                     "OUT.sif' packs the running Python environment instead.",
         epilog="example:\n  dacstyle build container/recipes/benchmark.def benchmark.sif",
@@ -67,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = actions.add_parser(
         "convert", help="convert a Dockerfile into an Apptainer definition file",
         description="Translate a Dockerfile into an Apptainer definition file with spython: FROM becomes the "
-                    "header, COPY/ADD %%files, RUN %%post, ENV %%environment, LABEL %%labels and "
-                    "ENTRYPOINT/CMD %%runscript. Review the result before building.")
+                    "header, COPY/ADD %files, RUN %post, ENV %environment, LABEL %labels and "
+                    "ENTRYPOINT/CMD %runscript (run as Docker runs them). Review the result before building.")
     p.add_argument("dockerfile", metavar="DOCKERFILE", type=Path, help="the Dockerfile to read")
     p.add_argument("-o", "--output", metavar="OUT.def", type=Path, help="write here instead of stdout")
     p.set_defaults(func=_convert)
@@ -156,25 +156,68 @@ def _build(args: argparse.Namespace) -> int:
 # -- recipe convert --------------------------------------------------------------------------
 
 def convert_dockerfile(dockerfile: Path) -> str:
-    """The Apptainer definition file spython writes for ``dockerfile``.
+    """The Apptainer definition file spython writes for ``dockerfile``, with a runscript that works.
 
     spython copies ``LABEL a=1 b="x y"`` into %labels as it stands, which Apptainer
     reads as one key ``a=1`` with the value ``b="x y"``; such lines are rewritten as
-    one ``key value`` line per label first. A single-stage result loses spython's
-    ``Stage: spython-base`` line (spython's own parser cannot read it back).
+    one ``key value`` line per label first. Its runscript puts ``/bin/bash`` before a
+    lone CMD and joins exec-form words unquoted; :func:`docker_runscript` replaces it.
+    A single-stage result loses spython's ``Stage: spython-base`` line (spython's own
+    parser cannot read it back).
     """
     from spython.main.parse.parsers import DockerParser
     from spython.main.parse.writers import SingularityWriter
 
+    class Writer(SingularityWriter):
+        def _create_runscript(self, default: str = "", force: bool = False) -> str:
+            recipe = self.recipe[self.stage]
+            return docker_runscript(recipe.entrypoint, recipe.cmd) or _NO_RUNSCRIPT
+
     if not dockerfile.is_file():
-        raise ContainerError(f"Dockerfile {dockerfile} does not exist")
-    recipes = DockerParser(str(dockerfile)).recipe
+        raise ContainerError(f"Dockerfile {dockerfile} {'is not a file' if dockerfile.exists() else 'does not exist'}")
+    try:
+        recipes = DockerParser(str(dockerfile)).recipe
+    except UnicodeDecodeError as exc:
+        raise ContainerError(f"{dockerfile} is not a text file: {exc.reason}") from exc
+    if not recipes or any(recipe.fromHeader is None for recipe in recipes.values()):
+        raise ContainerError(f"{dockerfile} has no FROM line; is it a Dockerfile?")
     for recipe in recipes.values():
         recipe.labels = [[line] for group in recipe.labels for entry in group for line in _label_lines(entry)]
-    text = SingularityWriter(recipes).convert()
+    text = Writer(recipes).convert()
     if len(recipes) == 1:
         text = text.replace(f"\nStage: {next(iter(recipes))}\n", "\n", 1)
-    return text
+    return _drop_sections(text, _NO_RUNSCRIPT)
+
+
+_NO_RUNSCRIPT = "# (no ENTRYPOINT or CMD)"
+
+
+def docker_runscript(entrypoint: list[str] | str | None, cmd: list[str] | str | None) -> str | None:
+    """A runscript that runs what ``docker run IMAGE [ARGS]`` runs, or None when neither is set.
+
+    Exec-form words are quoted; a shell-form string runs with ``/bin/sh -c``; the
+    run's arguments replace CMD, as in Docker. A shell-form ENTRYPOINT ignores
+    CMD and the arguments, as in Docker.
+    """
+    def words(value: list[str] | str) -> list[str]:
+        return [str(word) for word in value] if isinstance(value, list) else ["/bin/sh", "-c", value]
+
+    if isinstance(entrypoint, str) and entrypoint.strip():
+        return f"exec {shlex.join(words(entrypoint))}"
+    lines = [f'if [ "$#" -eq 0 ]; then set -- {shlex.join(words(cmd))}; fi'] if cmd else []
+    if entrypoint:
+        return "\n".join([*lines, f'exec {shlex.join(words(entrypoint))} "$@"'])
+    return "\n".join([*lines, 'exec "$@"']) if lines else None
+
+
+def _drop_sections(text: str, marker: str) -> str:
+    """``text`` without the %sections whose body holds ``marker`` (Apptainer then keeps the base image's)."""
+    sections: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.startswith("%"):
+            sections.append([])
+        sections[-1].append(line)
+    return "\n".join(line for section in sections if marker not in section for line in section) + "\n"
 
 
 def _label_lines(entry: str) -> list[str]:
@@ -191,8 +234,8 @@ def _label_lines(entry: str) -> list[str]:
 def _convert(args: argparse.Namespace) -> int:
     text = convert_dockerfile(args.dockerfile)
     if args.output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.write(text)
     else:
-        args.output.write_text(text if text.endswith("\n") else text + "\n")
+        args.output.write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -1,12 +1,16 @@
-"""Core subcommands: ``run`` (the baseline script), ``serve``, ``cleanup`` and ``config``."""
+"""Core subcommands: ``run`` (any agent on any benchmark), ``serve``, ``cleanup`` and ``config``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from typing import Any
 
 import numpy as np
+
+from .args import at_least, json_object, json_value
 
 __all__ = ["register"]
 
@@ -15,17 +19,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add run, serve, cleanup and config."""
     run = subparsers.add_parser(
         "run",
-        help="run a baseline agent on a benchmark and print a results table",
-        description="Run a baseline agent on a benchmark served by RemoteRunner; prints a results table "
+        help="run an agent (a baseline or yours) on a benchmark and print a results table",
+        description="Run an agent on a benchmark served by RemoteRunner; prints a results table "
         "and writes a run folder (manifest.json, episodes.jsonl, server.log).",
     )
-    run.add_argument("benchmark", help="a bundled benchmark (sigmoid, luby) or gym:ENV_ID (e.g. gym:CartPole-v1)")
-    run.add_argument("--agent", choices=("random", "static"), default="random", help="baseline agent (default random)")
-    run.add_argument("--action", help="the static agent's action as JSON, e.g. '[2, 5]' (default: the lowest action)")
-    run.add_argument("--episodes", type=int, default=1, help="number of episodes (default 1)")
-    run.add_argument("--seed", type=int, default=0, help="benchmark and agent seed (default 0)")
+    run.add_argument("benchmark", help="a bundled benchmark (sigmoid, luby), gym:ENV_ID (e.g. gym:CartPole-v1) "
+                     "or the entry point module:callable of a function that returns a gymnasium.Env")
+    run.add_argument("--config", type=json_object, default={}, metavar="JSON",
+                     help="keyword arguments for the benchmark as a JSON object, e.g. '{\"cutoff\": 5}' (sigmoid) "
+                     "or '{\"max_episode_steps\": 50}' (gym:ENV_ID)")
+    run.add_argument("--agent", default="random", metavar="AGENT",
+                     help="random (default), static, or the entry point module:Class of an agent built as Class(env)")
+    run.add_argument("--action", type=json_value, metavar="JSON",
+                     help="the static agent's action as JSON, e.g. '[2, 5]' (default: the lowest action)")
+    run.add_argument("--episodes", type=at_least(1), default=1, metavar="N", help="number of episodes (default 1)")
+    run.add_argument("--seed", type=at_least(0), default=0, metavar="N", help="benchmark and agent seed (default 0)")
     run.add_argument("--runtime", default=None, help="auto, apptainer, singularity, bwrap or process (default: config)")
-    run.add_argument("--image", help="image reference (path, https://, oras://); default: the benchmark's catalogue entry")
+    run.add_argument("--image", help="image reference (path, https://, oras://); default: the benchmark's catalogue "
+                     "entry; not with the process runtime, which runs on the host")
     run.add_argument("--runs-dir", help="where the run folder is written (default: config 'runs')")
     run.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     run.set_defaults(func=_run)
@@ -54,15 +65,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cfg.set_defaults(func=_config)
 
 
-def _benchmark(name: str) -> Any:
+def _benchmark(name: str, config: dict[str, Any]) -> Any:
+    """The bundled benchmark ``name``, ``gym:ENV_ID`` or an environment entry point, with ``config``."""
     from dacstyle.benchmarks import BENCHMARKS, GymnasiumBenchmark
     from dacstyle.errors import BenchmarkError
 
-    if name.startswith("gym:"):
-        return GymnasiumBenchmark(name[4:])
-    if name not in BENCHMARKS:
-        raise BenchmarkError(f"unknown benchmark {name!r}; bundled: {', '.join(BENCHMARKS)}, or gym:ENV_ID")
-    return BENCHMARKS[name]()
+    try:
+        if name.startswith("gym:"):
+            return GymnasiumBenchmark(name[4:], **config)
+        if ":" in name:
+            return GymnasiumBenchmark(name, **config)
+        if name in BENCHMARKS:
+            return BENCHMARKS[name](**config)
+    except TypeError as exc:  # a config key the benchmark does not take
+        raise BenchmarkError(f"--config for {name!r}: {exc}") from exc
+    raise BenchmarkError(f"unknown benchmark {name!r}; bundled: {', '.join(BENCHMARKS)}, gym:ENV_ID or module:callable")
+
+
+def _agent_factory(args: argparse.Namespace) -> Any:
+    """A function ``env -> agent`` for what ``--agent`` names; checked before anything starts."""
+    from dacstyle.agents import RandomAgent, StaticAgent, as_agent
+    from dacstyle.benchmarks import load_entry_point
+    from dacstyle.errors import BenchmarkError
+
+    if args.action is not None and args.agent != "static":
+        raise ValueError("--action is for --agent static only")
+    if args.agent == "random":
+        return lambda env: RandomAgent(env, seed=args.seed)
+    if args.agent == "static":
+        return lambda env: StaticAgent(env, _lowest_action(env.action_space) if args.action is None else args.action)
+    if ":" not in args.agent:
+        raise BenchmarkError(f"unknown agent {args.agent!r}; use random, static or module:Class")
+    entry_point = load_entry_point(args.agent)
+
+    def build(env: Any) -> Any:
+        try:
+            return as_agent(entry_point(env))
+        except TypeError as exc:
+            raise BenchmarkError(f"--agent {args.agent}: cannot build an agent as {args.agent}(env): {exc}") from exc
+
+    return build
 
 
 def _lowest_action(space: Any) -> Any:
@@ -79,17 +121,20 @@ def _lowest_action(space: Any) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dacstyle.agents import RandomAgent, StaticAgent
     from dacstyle.container.client import RemoteRunner
+    from dacstyle.errors import ContainerError
 
-    bench = _benchmark(args.benchmark).set_seed(args.seed)
-    with RemoteRunner(bench, runtime=args.runtime, image=args.image, runs_dir=args.runs_dir) as runner:
+    if os.getcwd() not in sys.path:  # benchmarks and agents in the working folder import, as with 'python -m'
+        sys.path.append(os.getcwd())
+    make_agent = _agent_factory(args)
+    bench = _benchmark(args.benchmark, args.config).set_seed(args.seed)
+    runner = RemoteRunner(bench, runtime=args.runtime, image=args.image, runs_dir=args.runs_dir)
+    if args.image and not runner.runtime.needs_image:
+        raise ContainerError(f"--image {args.image}: runtime {runner.runtime.name!r} runs the benchmark on the host "
+                             "and cannot use an image; choose --runtime bwrap, apptainer or singularity")
+    with runner:
         env = runner.get_environment()
-        if args.agent == "random":
-            agent: Any = RandomAgent(env, seed=args.seed)
-        else:
-            action = json.loads(args.action) if args.action else _lowest_action(env.action_space)
-            agent = StaticAgent(env, np.asarray(action) if isinstance(action, list) else action)
+        agent = make_agent(env)
         env.close()
         results = runner.run(agent, number_of_episodes=args.episodes)
     if args.json:
@@ -119,4 +164,5 @@ def _config(args: argparse.Namespace) -> int:
     from dacstyle.config import config
 
     print(config.describe())
+    config.check()  # a bad DACSTYLE_* value is shown as INVALID above, then named in the error line
     return 0

@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..config import config
+from .args import at_least
 
 __all__ = ["register"]
 
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: dacstyle push sigmoid.sif oras://127.0.0.1:5000/dacstyle/sigmoid:0.1.0")
     push.add_argument("image", metavar="IMAGE", help="the .sif file to upload")
     push.add_argument("target", metavar="oras://HOST[:PORT]/REPO[:TAG]", help="where to store it")
-    push.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
+    push.add_argument("--chunk-size", type=at_least(1), default=None, metavar="BYTES",
                       help="upload in PATCH chunks of this size instead of one PUT")
     push.set_defaults(func=_push)
 

@@ -37,14 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="DIR OUT.sif, or only OUT.sif with --from-env")
     p.add_argument("--from-env", action="store_true",
-                   help="pack the running Python environment instead of a directory")
-    p.add_argument("--full-site-packages", action="store_true",
-                   help="with --from-env: all of site-packages, not only dacstyle's requirements")
+                   help="pack the running Python environment (every installed package) instead of a directory")
     p.add_argument("--deffile", type=Path, metavar="F",
                    help="definition file to store in the image (directory packs)")
     p.add_argument("--label", action="append", default=[], metavar="K=V",
                    help="label to store in the image; repeatable")
-    p.add_argument("--compression", default=None, metavar="ALG",
+    p.add_argument("--compression", default=None, metavar="ALG", choices=("gzip", "lz4", "zstd", "xz", "lzo"),
                    help="mksquashfs compressor: gzip (directory default), lz4 (environment "
                         "default), zstd, xz")
     p.add_argument("--level", type=int, default=None, help="compression level")
@@ -102,14 +100,18 @@ def _pack(args: argparse.Namespace) -> int:
     from ..images import pack
 
     labels = _labels(args.label)
+    if args.deffile is not None and not args.deffile.is_file():
+        raise ImageError(f"--deffile {args.deffile}: no such file")
     deffile = args.deffile.read_text() if args.deffile else None
+    out = Path(args.paths[-1])
+    if not out.parent.is_dir():
+        raise ImageError(f"cannot write {out}: folder {out.parent} does not exist")
     if args.from_env:
         if len(args.paths) != 1:
             raise ImageError("pack --from-env takes only OUT.sif")
         comp = args.compression or pack.DEFAULT_COMPRESSION[0]
         level = args.level if args.compression else pack.DEFAULT_COMPRESSION[1]
-        result = pack.pack_environment(args.paths[0], full_site_packages=args.full_site_packages,
-                                       labels=labels, compression=comp, compression_level=level)
+        result = pack.pack_environment(args.paths[0], labels=labels, compression=comp, compression_level=level)
     else:
         if len(args.paths) != 2:
             raise ImageError("pack needs DIR and OUT.sif (or --from-env OUT.sif)")

@@ -7,13 +7,11 @@ test.csv, sample_submission.csv, description.md) and ``private/`` (answers.csv).
 from .generate import list_competitions, make_competition
 from .grader import Grader, SubmissionValidator
 from .schema import METRICS, CompetitionInfo
-from .sources import MAX_SUBMISSION_BYTES
 from .task import CompetitionTask
 from .taskenv import SHELL_PREFIX, SUBMIT, VALIDATE, TaskEnv
 
 __all__ = [
     "METRICS",
-    "MAX_SUBMISSION_BYTES",
     "CompetitionInfo",
     "CompetitionTask",
     "Grader",

@@ -11,8 +11,9 @@ Two objects with two capabilities:
   the score, medal and a report. Only the host may reach it.
 
 A submission is CSV text (``str``), the file's ``bytes``, or a path
-(``pathlib.Path`` or ``{"path": "..."}``) inside ``submissions_root``; see
-:mod:`dacstyle.competitions.sources`. Malformed input never raises out of
+(``pathlib.Path`` or ``{"path": "..."}``) inside ``submissions_root``, opened
+with no symlink followed and read only up to ``max_bytes`` (default: the
+``max_submission_bytes`` setting); see :mod:`dacstyle.competitions.sources`. Malformed input never raises out of
 ``validate``/``grade``: it yields ``valid: False`` and ``{code, message}`` items.
 Both objects are safe to call from several threads.
 """
@@ -27,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from ..config import config
 from ..errors import BenchmarkError, SubmissionError
 from . import metrics
 from .schema import ParsedSubmission, PublicSchema, error, read_csv_text
-from .sources import MAX_SUBMISSION_BYTES, submission_text
+from .sources import submission_text
 
 __all__ = ["SubmissionValidator", "Grader"]
 
@@ -44,11 +46,11 @@ class SubmissionValidator:
         self,
         competition_dir: str | Path,
         submissions_root: str | Path | None = None,
-        max_bytes: int = MAX_SUBMISSION_BYTES,
+        max_bytes: int | None = None,
     ) -> None:
         self._schema = PublicSchema(competition_dir)
         self._root = Path(submissions_root) if submissions_root is not None else None
-        self._max_bytes = max_bytes
+        self._max_bytes = int(max_bytes) if max_bytes is not None else config.max_submission_bytes
 
     def info(self) -> dict[str, Any]:
         """Public metadata: competition.json's fields plus the submission rules."""
@@ -83,7 +85,7 @@ class Grader:
         self,
         competition_dir: str | Path,
         submissions_root: str | Path | None = None,
-        max_bytes: int = MAX_SUBMISSION_BYTES,
+        max_bytes: int | None = None,
     ) -> None:
         self._dir = Path(competition_dir)
         self.validator = SubmissionValidator(competition_dir, submissions_root, max_bytes)

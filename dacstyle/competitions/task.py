@@ -3,9 +3,12 @@
 :func:`CompetitionTask` returns a :class:`~dacstyle.benchmarks.Benchmark` for
 ``RemoteRunner``. The runner starts the grader first, in its own container with
 only the competition folder bound read-only, serving ``grade`` to the host and
-``validate``/``info`` on a separate agent endpoint with its own token. The task
+``validate``/``info`` on a separate agent endpoint with its own token, and the
+submission folder bound read-only: the grader opens ``submission.csv`` itself,
+following no link, so no host path is opened on the agent's behalf. The task
 environment runs in a second container with ``public/`` read-only, a writable
-workspace and submission folder, and only the grader's agent endpoint bound in::
+submission folder, its workspace on the container's sized ``/tmp`` (gone with
+the container), no network, and only the grader's agent endpoint bound in::
 
     task = CompetitionTask("competitions/spaceship-titanic-lite")
     with RemoteRunner(task) as runner:
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmarks.spec import Benchmark
+from ..config import config
 from ..errors import BenchmarkError
 from .schema import CompetitionInfo
 from .taskenv import TaskEnv
@@ -38,34 +42,36 @@ def CompetitionTask(
     time_limit: float = 60.0,
     max_steps: int = 30,
     output_limit: int = 16 * 1024,
+    max_submission_bytes: int | None = None,
 ) -> Benchmark:
     """The spec of a competition task: the TaskEnv, with its grader as a companion.
 
-    ``workdir`` (default: a new temporary folder) holds ``workspace/`` and
-    ``submission/``; after a run, ``submission/submission.csv`` is what was graded.
+    ``workdir`` (default: a new temporary folder) holds ``submission/``; after a
+    run, ``submission/submission.csv`` is what was graded. ``max_submission_bytes``
+    (default: the setting of that name) caps what the grader reads.
     """
     competition = Path(competition_dir).resolve()
     info = CompetitionInfo.load(competition)
     if not (competition / "public").is_dir():
         raise BenchmarkError(f"{competition} has no public/ folder")
     work = Path(workdir).resolve() if workdir else Path(tempfile.mkdtemp(prefix=f"dacstyle-{info.id}-"))
-    for sub in ("workspace", "submission"):
-        (work / sub).mkdir(parents=True, exist_ok=True)
+    (work / "submission").mkdir(parents=True, exist_ok=True)
     grader = Benchmark(
         name="grader",
         entry_point="dacstyle.competitions.grader:Grader",
-        config={"competition_dir": "{bind:competition}"},
+        config={"competition_dir": "{bind:competition}", "submissions_root": "{bind:submission}",
+                "max_bytes": max_submission_bytes or config.max_submission_bytes},
         seed_key="",
         methods=GRADER_METHODS,
         agent_methods=AGENT_METHODS,
-        binds={"competition": f"{competition}:/competition:ro"},
+        binds={"competition": f"{competition}:/competition:ro", "submission": f"{work / 'submission'}:/submission:ro"},
     )
     return Benchmark(
         name=f"task-{info.id}",
         entry_point="dacstyle.competitions.task:make_task_env",
         config={
             "public_dir": "{bind:public}",
-            "workspace_dir": "{bind:workspace}",
+            "workspace_dir": None,
             "submission_dir": "{bind:submission}",
             "grader_dir": "{grader}",
             "time_limit": time_limit,
@@ -75,7 +81,6 @@ def CompetitionTask(
         seed_key="",
         binds={
             "public": f"{competition / 'public'}:/competition/public:ro",
-            "workspace": f"{work / 'workspace'}:/workspace:rw",
             "submission": f"{work / 'submission'}:/submission:rw",
         },
         grader=json_of(grader),
@@ -89,7 +94,7 @@ def json_of(spec: Benchmark) -> dict[str, Any]:
     return json.loads(spec.to_json())
 
 
-def make_task_env(public_dir: str, workspace_dir: str, submission_dir: str, grader_dir: str | None = None,
+def make_task_env(public_dir: str, workspace_dir: str | None, submission_dir: str, grader_dir: str | None = None,
                   **options: Any) -> TaskEnv:
     """Build the TaskEnv inside its container, validating through the grader's agent endpoint."""
     validator = None

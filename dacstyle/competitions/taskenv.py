@@ -24,17 +24,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import string
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 from gymnasium import spaces
 
+from ..config import config
 from ..errors import DacstyleError, SubmissionError
 from .sandbox import run_limited
-from .sources import MAX_SUBMISSION_BYTES, read_submission_file
+from .sources import read_submission_file
 
 __all__ = ["TaskEnv", "SHELL_PREFIX", "VALIDATE", "SUBMIT", "CHARSET"]
 
@@ -63,7 +66,7 @@ class TaskEnv(gym.Env):
     def __init__(
         self,
         public_dir: str | Path,
-        workspace_dir: str | Path,
+        workspace_dir: str | Path | None,
         submission_dir: str | Path,
         *,
         time_limit: float = 60.0,
@@ -75,7 +78,9 @@ class TaskEnv(gym.Env):
         max_observation_length: int = 200_000,
     ) -> None:
         self.public_dir = Path(public_dir).resolve()
-        self.workspace_dir = Path(workspace_dir).resolve()
+        # None: a private folder in the temporary folder (in a container, its sized /tmp), removed on close
+        self._own_workspace = workspace_dir is None
+        self.workspace_dir = Path(tempfile.mkdtemp(prefix="workspace-") if workspace_dir is None else workspace_dir).resolve()
         self.submission_dir = Path(submission_dir).resolve()
         self.time_limit = float(time_limit)
         self.output_limit = int(output_limit)
@@ -123,8 +128,10 @@ class TaskEnv(gym.Env):
         return self._clip(obs), 0.0, terminated, truncated, info
 
     def close(self) -> None:
-        """Nothing to release: every action's processes are already gone."""
+        """End the episode; a private workspace is removed (every action's processes are already gone)."""
         self._done = True
+        if self._own_workspace:
+            shutil.rmtree(self.workspace_dir, ignore_errors=True)
 
     # -- instructions ---------------------------------------------------------
 
@@ -221,8 +228,8 @@ class TaskEnv(gym.Env):
         path = self.submission_dir / "submission.csv"
         if not os.path.lexists(path):
             return {"valid": False, "errors": [{"code": "no_submission", "message": f"{path} does not exist"}]}
-        try:  # a regular file inside the submission folder only: no FIFO, no symlink out
-            data = read_submission_file(path, self.submission_dir, MAX_SUBMISSION_BYTES)
+        try:  # a regular file inside the submission folder only: no FIFO, no symlink followed
+            data = read_submission_file("submission.csv", self.submission_dir, config.max_submission_bytes)
         except SubmissionError as exc:
             return {"valid": False, "errors": list(exc.errors)}
         if self._validator is None:

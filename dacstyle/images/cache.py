@@ -7,42 +7,59 @@ Layout under ``config.cache_dir`` (``DACSTYLE_CACHE`` or the platform cache fold
     locks/<key>.lock           one lock per reference: N processes download once
     index.json                 ref -> digest, digest -> size, mtime, refs (replaced atomically)
 
-A hit costs one small JSON read, one ``stat`` and a SIF header check: the
-sha256 is recomputed only when the file's size or mtime differ from the ones
-recorded (or when asked), so resolving a cached multi-GB image stays fast.
+Trust (see :mod:`dacstyle.images.cachefs`): a private cache must be yours and
+writable by nobody else, or it is refused; a shared (group) cache is allowed
+only when configured (``config.shared_cache``). In a private cache a hit costs
+one small JSON read, one ``lstat`` and a SIF header check: the sha256 is
+recomputed only when the file's size, mtime, ctime or inode differ from the
+recorded ones (a swapped file or one rewritten in place, even with its mtime
+restored, changes its ctime), or when asked. In a shared cache another member
+can rewrite the index, so every use re-hashes the image.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
-import shutil
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import filelock
-
 from ..config import config
-from ..errors import DigestMismatchError, DownloadError, ImageFormatError, ImageNotFoundError
+from ..errors import CacheError, CacheTrustError, DigestMismatchError, DownloadError, ImageFormatError, ImageNotFoundError
+from .cachefs import check_root, flocked, make_folder, open_existing, write_error
 
 __all__ = ["CachedImage", "ImageCache", "hash_file", "verify_sif", "CHUNK"]
 
 CHUNK = 1 << 20
 _INDEX_VERSION = 1
+_INDEX_LIMIT = 64 << 20  # a larger index is treated as damaged (bounded memory)
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def hash_file(path: Path) -> str:
     """The sha256 of a file as 64 hex digits (1 MiB reads)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
+        return _hash_handle(handle)
+
+
+def _hash_handle(handle) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def _fingerprint(info: os.stat_result) -> dict:
+    """What a private cache compares instead of re-hashing: ctime and inode cannot be set back."""
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ctime_ns": info.st_ctime_ns,
+            "ino": info.st_ino}
 
 
 def verify_sif(path: Path) -> None:
@@ -68,11 +85,17 @@ class CachedImage:
 
 
 class ImageCache:
-    """Content-addressed SIF cache rooted at ``root`` (default: ``config.cache_dir``)."""
+    """Content-addressed SIF cache rooted at ``root`` (default: ``config.cache_dir``).
 
-    def __init__(self, root: Path | str | None = None, *, lock_timeout: float = 3600.0) -> None:
-        self.root = Path(root) if root is not None else config.cache_dir
+    ``shared`` (default: ``config.shared_cache``) allows a group-writable folder and
+    re-hashes every image on every use.
+    """
+
+    def __init__(self, root: Path | str | None = None, *, lock_timeout: float = 3600.0,
+                 shared: bool | None = None) -> None:
+        self.root = Path(os.path.realpath(root if root is not None else config.cache_dir))
         self.lock_timeout = lock_timeout
+        self.shared = config.shared_cache if shared is None else shared
 
     # -- paths -------------------------------------------------------------------
     @property
@@ -80,7 +103,9 @@ class ImageCache:
         return self.root / "index.json"
 
     def blob_path(self, sha256: str) -> Path:
-        """Where the image with this digest lives (whether or not it exists)."""
+        """Where the image with this digest lives (whether or not it exists); never outside the cache."""
+        if not _DIGEST.fullmatch(sha256):
+            raise CacheTrustError(f"{sha256!r} is not a sha256 digest; refusing it as a path in {self.root}")
         return self.root / "blobs" / "sha256" / f"{sha256}.sif"
 
     def part_path(self, key: str) -> Path:
@@ -90,46 +115,68 @@ class ImageCache:
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
         """Hold the inter-process lock of one reference (flock: also across nodes of a shared FS)."""
+        self._ensure()
         path = self.root / "locks" / f"{_key_hash(key)}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(path), timeout=self.lock_timeout)
         try:
-            lock.acquire()
-        except filelock.Timeout as exc:
+            with flocked(path, self.lock_timeout):
+                yield
+        except TimeoutError as exc:
             raise DownloadError(f"waited {self.lock_timeout:.0f} s for another process fetching {key} "
                                 f"(lock {path}); if none is running, delete the lock file") from exc
-        try:
-            yield
-        finally:
-            lock.release()
 
     def _ensure(self) -> None:
-        for sub in ("blobs/sha256", "tmp", "locks"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        """Create the cache's folders where missing and check that nobody else can change them."""
+        check_root(self.root, shared=self.shared)
+        make_folder(self.root, shared=self.shared, sticky=False)
+        for sub in ("blobs", "blobs/sha256", "tmp", "locks"):
+            make_folder(self.root / sub, shared=self.shared)
 
     # -- index -------------------------------------------------------------------
     def _read_index(self) -> dict:
-        try:
-            data = json.loads(self.index_path.read_text())
-        except FileNotFoundError:
+        check_root(self.root, shared=self.shared)
+        data: dict = {}
+        fd = open_existing(self.index_path)
+        if fd is not None:
+            with os.fdopen(fd, "rb") as handle:
+                raw = handle.read(_INDEX_LIMIT + 1)
+            try:
+                data = json.loads(raw) if len(raw) <= _INDEX_LIMIT else {}
+            except ValueError:
+                data = {}  # a damaged index is rebuilt from scratch; blobs stay content-addressed
+        if not isinstance(data, dict) or data.get("version") != _INDEX_VERSION:
             data = {}
-        except (OSError, ValueError):
-            data = {}  # a damaged index is rebuilt from scratch; blobs stay content-addressed
-        if data.get("version") != _INDEX_VERSION:
-            data = {"version": _INDEX_VERSION, "refs": {}, "blobs": {}}
-        return data
+        refs, blobs = data.get("refs"), data.get("blobs")
+        return {"version": _INDEX_VERSION,  # only digests, never paths: a shared index is someone else's text
+                "refs": {k: v for k, v in refs.items() if isinstance(v, str) and _DIGEST.fullmatch(v)}
+                if isinstance(refs, dict) else {},
+                "blobs": {k: v for k, v in blobs.items() if _DIGEST.fullmatch(k) and isinstance(v, dict)}
+                if isinstance(blobs, dict) else {}}
 
     def _update_index(self, change) -> dict:
         """Apply ``change(index)`` under the index lock, then replace the file atomically."""
         self._ensure()
-        with filelock.FileLock(str(self.root / "locks" / "index.lock"), timeout=60):
-            index = self._read_index()
-            change(index)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".index.", suffix=".tmp")
+        try:
+            with flocked(self.root / "locks" / "index.lock", 60):
+                index = self._read_index()
+                change(index)
+                self._write_index(index)
+        except TimeoutError as exc:
+            raise CacheError(f"waited 60 s for the index lock of {self.root}") from exc
+        return index
+
+    def _write_index(self, index: dict) -> None:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".index.", suffix=".tmp")  # O_EXCL|O_NOFOLLOW
+        except OSError as exc:
+            raise write_error(self.root / ".index.tmp", exc) from exc
+        try:
+            os.fchmod(fd, 0o644)  # readable by a shared cache's group
             with os.fdopen(fd, "w") as handle:
                 json.dump(index, handle, indent=1, sort_keys=True)
             os.replace(tmp, self.index_path)
-        return index
+        except OSError as exc:
+            os.unlink(tmp)
+            raise write_error(self.index_path, exc) from exc
 
     # -- lookups -----------------------------------------------------------------
     def digest_for(self, key: str) -> str | None:
@@ -139,28 +186,33 @@ class ImageCache:
     def get(self, sha256: str, *, full: bool = False) -> CachedImage | None:
         """The cached image with this digest if present and sound, else None.
 
-        Sound means: size and SIF header check out; the sha256 is recomputed when
-        ``full`` or when size/mtime differ from the recorded ones. A corrupt entry is
+        Sound means: a regular file whose SIF header checks out; the sha256 is
+        recomputed when ``full``, in a shared cache, or when the file's fingerprint
+        (size, mtime, ctime, inode) differs from the recorded one. A corrupt entry is
         deleted so that the next pull fetches it again.
         """
-        path = self.blob_path(sha256)
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return None
         record = self._read_index()["blobs"].get(sha256, {})
-        unchanged = record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
-        try:
-            verify_sif(path)
-            if full or not unchanged:
-                if hash_file(path) != sha256:
-                    raise DigestMismatchError(f"cached {path} does not hash to {sha256}")
-                if not unchanged:
-                    self._record_blob(sha256, path)
-        except (ImageFormatError, DigestMismatchError, ImageNotFoundError):
-            self._discard(sha256)
+        path = self.blob_path(sha256)
+        fd = open_existing(path)
+        if fd is None:
+            if os.path.lexists(path):
+                self._discard(sha256)  # a symlink, FIFO or hard link where an image belongs
             return None
-        return CachedImage(path, sha256, stat.st_size, tuple(record.get("refs", ())))
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            unchanged = all(record.get(k) == v for k, v in _fingerprint(info).items())
+            try:
+                verify_sif(path)
+                if full or self.shared or not unchanged:
+                    if _hash_handle(handle) != sha256:
+                        raise DigestMismatchError(f"cached {path} does not hash to {sha256}")
+                    if not unchanged:
+                        with contextlib.suppress(CacheError):  # a read-only cache still serves it
+                            self._record_blob(sha256, path)
+            except (ImageFormatError, DigestMismatchError, ImageNotFoundError):
+                self._discard(sha256)
+                return None
+        return CachedImage(path, sha256, info.st_size, tuple(record.get("refs", ())))
 
     def lookup(self, key: str, *, full: bool = False) -> CachedImage | None:
         """The cached image recorded under a reference key, or None."""
@@ -177,13 +229,20 @@ class ImageCache:
     # -- adding ------------------------------------------------------------------
     def commit(self, tmp: Path, sha256: str, *, refs: tuple[str, ...] = ()) -> CachedImage:
         """Move a fully verified file (in this cache's folder) into place and record it."""
+        self._ensure()
         target = self.blob_path(sha256)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        fd = open_existing(tmp, own=True)
+        if fd is None:
+            raise CacheError(f"{tmp} is no longer the file that was verified; not adding it")
+        try:
+            os.fchmod(fd, 0o644)  # through the descriptor: a chmod by path could follow a symlink
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise write_error(target, exc) from exc
+        finally:
+            os.close(fd)
         self._record_blob(sha256, target, refs)
-        stat = target.stat()
-        return CachedImage(target, sha256, stat.st_size, tuple(refs))
+        return CachedImage(target, sha256, os.lstat(target).st_size, tuple(refs))
 
     def add(self, path: Path | str, *, ref: str | None = None, sha256: str | None = None) -> CachedImage:
         """Copy a local (e.g. locally built) SIF into the cache and record its digest.
@@ -196,14 +255,20 @@ class ImageCache:
             raise ImageNotFoundError(f"no such image file: {source}")
         verify_sif(source)
         self._ensure()
-        fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", suffix=".sif.tmp")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", suffix=".sif.tmp")  # O_EXCL|O_NOFOLLOW
+        except OSError as exc:
+            raise write_error(self.root / "tmp", exc) from exc
         tmp = Path(tmp_name)
         try:
             digest = hashlib.sha256()
             with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
                 while chunk := src.read(CHUNK):
                     digest.update(chunk)
-                    dst.write(chunk)
+                    try:
+                        dst.write(chunk)
+                    except OSError as exc:
+                        raise write_error(tmp, exc) from exc
             actual = digest.hexdigest()
             if sha256 and actual != sha256:
                 raise DigestMismatchError(f"{source} has sha256 {actual}, expected {sha256}")
@@ -221,11 +286,11 @@ class ImageCache:
         self._record_blob(sha256, self.blob_path(sha256), (key,))
 
     def _record_blob(self, sha256: str, path: Path, refs: tuple[str, ...] = ()) -> None:
-        stat = path.stat()
+        info = os.lstat(path)
 
         def change(index: dict) -> None:
             record = index["blobs"].setdefault(sha256, {"added": time.time(), "refs": []})
-            record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            record.update(_fingerprint(info))
             for key in refs:
                 old = index["refs"].get(key)
                 if old and old != sha256 and old in index["blobs"]:
@@ -239,7 +304,7 @@ class ImageCache:
     # -- removing ----------------------------------------------------------------
     def _discard(self, sha256: str) -> None:
         """Forget a blob's stat record and delete the file (its refs stay, so it is refetched)."""
-        self.blob_path(sha256).unlink(missing_ok=True)
+        _unlink(self.blob_path(sha256))
         self._update_index(lambda index: index["blobs"].pop(sha256, None))
 
     def remove(self, ref_or_digest: str) -> list[str]:
@@ -269,7 +334,7 @@ class ImageCache:
                     index["refs"].pop(key, None)
             for sha in victims:
                 index["blobs"].pop(sha, None)
-                self.blob_path(sha).unlink(missing_ok=True)
+                _unlink(self.blob_path(sha))
                 removed.append(sha)
 
         self._update_index(change)
@@ -283,8 +348,9 @@ class ImageCache:
                 self.remove(item.sha256)
                 deleted.append(item.path)
         for part in sorted((self.root / "tmp").glob("*")) if (self.root / "tmp").exists() else []:
-            part.unlink(missing_ok=True)
-            deleted.append(part)
+            with contextlib.suppress(PermissionError):  # another member's download in a shared cache
+                part.unlink(missing_ok=True)
+                deleted.append(part)
         index = self._read_index()
         blob_dir = self.root / "blobs" / "sha256"
         for blob in sorted(blob_dir.glob("*.sif")) if blob_dir.exists() else []:
@@ -307,13 +373,17 @@ class ImageCache:
         return f"ImageCache({str(self.root)!r})"
 
 
+def _unlink(blob: Path) -> None:
+    """Delete an image file; CacheTrustError when it is another member's (sticky folder)."""
+    try:
+        blob.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.EPERM:
+            raise write_error(blob, exc) from exc
+        raise CacheTrustError(f"cannot remove {blob} ({exc.strerror}): it belongs to uid "
+                              f"{os.lstat(blob).st_uid}; ask them or the cache's owner to delete it") from exc
+
+
 def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
-
-def disk_free_check(root: Path, needed: int) -> None:
-    """Raise DownloadError when the cache's file system cannot hold ``needed`` more bytes."""
-    root.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(root).free
-    if needed > free:
-        raise DownloadError(f"not enough space in {root}: need {needed} bytes, {free} free")

@@ -9,6 +9,12 @@ failures (connection errors, truncated bodies, 408/429/5xx) are retried with
 bounded exponential backoff; a permanent one (other 4xx, wrong digest) moves to
 the next mirror. All failures end in one :class:`~dacstyle.errors.DownloadError`
 (or ``DigestMismatchError``) that lists what each mirror answered.
+
+The partial file is only ever reopened when it is this user's own regular file
+(``O_NOFOLLOW``, one link); anything else there (a planted symlink, a hard link
+to someone's file) is removed, not followed, and a fresh file is created with
+``O_EXCL|O_NOFOLLOW``. A failed write (full disk, read-only folder, quota) is a
+:class:`~dacstyle.errors.CacheError` (the caller, :func:`~dacstyle.images.pull`, deletes the partial file).
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ import urllib3
 
 from ..config import config
 from ..errors import ConfigError, DigestMismatchError, DownloadError
+from .cachefs import open_existing, replace_file, write_error
 
-__all__ = ["RetryPolicy", "fetch", "progress_enabled", "make_progress"]
+__all__ = ["RetryPolicy", "fetch", "drop_partial", "progress_enabled", "make_progress"]
 
 CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -121,7 +128,10 @@ def fetch(
     retry = retry or RetryPolicy()
     own_session = session is None
     session = session or requests.Session()
-    part.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        part.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(part.parent, exc) from exc
     failures: list[str] = []
     mismatches = 0
     bar = make_progress(size, desc or part.name, enabled=progress_enabled(progress))
@@ -139,12 +149,12 @@ def fetch(
                     failures.append(f"{url}: {exc}")
                     break
                 if size is not None and length != size:
-                    _drop(part)
+                    drop_partial(part)
                     failures.append(f"{url}: got {length} bytes, expected {size}")
                     mismatches += 1
                     break
                 if sha256 is not None and digest != sha256:
-                    _drop(part)
+                    drop_partial(part)
                     failures.append(f"{url}: sha256 {digest}, expected {sha256}")
                     mismatches += 1
                     break
@@ -164,22 +174,58 @@ def _meta_path(part: Path) -> Path:
     return part.with_name(part.name + ".json")
 
 
-def _drop(part: Path) -> None:
-    part.unlink(missing_ok=True)
-    _meta_path(part).unlink(missing_ok=True)
+def drop_partial(part: Path) -> None:
+    """Delete a partial download and its resume record (unlink never follows a symlink)."""
+    for path in (part, _meta_path(part)):
+        try:
+            path.unlink()
+        except OSError:
+            pass  # missing, or another user's entry we may not remove (never ours to clean)
 
 
 def _read_meta(part: Path) -> dict:
-    try:
-        return json.loads(_meta_path(part).read_text())
-    except (OSError, ValueError):
+    fd = open_existing(_meta_path(part))
+    if fd is None:
         return {}
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            meta = json.loads(handle.read(1 << 16))
+        except ValueError:
+            return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _write_meta(part: Path, meta: dict) -> None:
+    path = _meta_path(part)
+    with os.fdopen(replace_file(path), "w") as handle:
+        try:
+            handle.write(json.dumps(meta))
+        except OSError as exc:
+            raise write_error(path, exc) from exc
+
+
+def _open_part(part: Path) -> int:
+    """``part`` opened read-write: this user's own regular file to resume, else a new empty one."""
+    fd = open_existing(part, os.O_RDWR, own=True)
+    if fd is None:
+        _meta_path(part).unlink(missing_ok=True)
+        fd = replace_file(part)
+    return fd
 
 
 def _attempt(session: requests.Session, url: str, part: Path, sha256: str | None, size: int | None,
              timeout: float, bar: Any) -> tuple[str, int]:
     """One request: resume ``part`` if possible, append the body, return (sha256 hex, length)."""
-    offset = part.stat().st_size if part.exists() else 0
+    fd = _open_part(part)
+    try:
+        return _attempt_into(fd, session, url, part, sha256, size, timeout, bar)
+    finally:
+        os.close(fd)
+
+
+def _attempt_into(fd: int, session: requests.Session, url: str, part: Path, sha256: str | None,
+                  size: int | None, timeout: float, bar: Any) -> tuple[str, int]:
+    offset = os.fstat(fd).st_size
     meta = _read_meta(part)
     headers = {"Accept-Encoding": "identity"}
     if offset and meta.get("url") != url and sha256 is None:
@@ -197,9 +243,9 @@ def _attempt(session: requests.Session, url: str, part: Path, sha256: str | None
     with response:
         status = response.status_code
         if status == 416 and offset and offset in (size, meta.get("total")):
-            return _hash_prefix(part, offset).hexdigest(), offset  # the part was already complete
+            return _hash_prefix(fd, offset).hexdigest(), offset  # the part was already complete
         if status == 416:
-            _drop(part)
+            drop_partial(part)
             raise _Transient("416 range not satisfiable; restarting from zero")
         if status in (408, 429) or status >= 500:
             raise _Transient(f"HTTP {status} {response.reason}")
@@ -213,30 +259,27 @@ def _attempt(session: requests.Session, url: str, part: Path, sha256: str | None
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
             total = int(match.group(3)) if match and match.group(3) != "*" else None
             if not match or int(match.group(1)) != offset or (meta.get("total") and total != meta["total"]):
-                _drop(part)
+                drop_partial(part)
                 raise _Transient("server answered a different range; restarting from zero")
         else:
             offset = 0
             total = expected_body
         if size is not None and total is not None and total != size:
             raise _Permanent(f"server offers {total} bytes, expected {size}")
-        _meta_path(part).write_text(json.dumps({
-            "url": url, "etag": response.headers.get("ETag"),
-            "last_modified": response.headers.get("Last-Modified"), "total": total,
-        }))
-        state = _hash_prefix(part, offset) if offset else hashlib.sha256()
+        _write_meta(part, {"url": url, "etag": response.headers.get("ETag"),
+                           "last_modified": response.headers.get("Last-Modified"), "total": total})
+        state = _hash_prefix(fd, offset) if offset else hashlib.sha256()
         hasher = _Hasher(state) if _SPARE_CORES else _InlineHasher(state)
         bar.reset(total=total)
         bar.update(offset)
         received = 0
         raw = response.raw
-        try:
-            out = open(part, "r+b" if offset else "wb")
-        except OSError as exc:
-            raise DownloadError(f"cannot write {part}: {exc}") from exc
-        with out, hasher:
-            out.seek(offset)
-            out.truncate()
+        with hasher:
+            try:
+                os.ftruncate(fd, offset)
+            except OSError as exc:
+                raise write_error(part, exc) from exc
+            position = offset
             while True:
                 try:
                     chunk = raw.read(CHUNK, decode_content=False)
@@ -246,9 +289,12 @@ def _attempt(session: requests.Session, url: str, part: Path, sha256: str | None
                     break
                 hasher.update(chunk)
                 try:
-                    out.write(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.pwrite(fd, view, position)
+                        view, position = view[written:], position + written
                 except OSError as exc:
-                    raise DownloadError(f"cannot write {part}: {exc}") from exc
+                    raise write_error(part, exc) from exc
                 received += len(chunk)
                 bar.update(len(chunk))
         if expected_body is not None and received != expected_body:
@@ -256,14 +302,13 @@ def _attempt(session: requests.Session, url: str, part: Path, sha256: str | None
         return hasher.hexdigest(), offset + received
 
 
-def _hash_prefix(part: Path, length: int) -> "hashlib._Hash":
-    """sha256 state over the first ``length`` bytes already in ``part``."""
+def _hash_prefix(fd: int, length: int) -> "hashlib._Hash":
+    """sha256 state over the first ``length`` bytes already in the open partial file."""
     digest = hashlib.sha256()
-    with open(part, "rb") as handle:
-        remaining = length
-        while remaining and (chunk := handle.read(min(CHUNK, remaining))):
-            digest.update(chunk)
-            remaining -= len(chunk)
+    done = 0
+    while done < length and (chunk := os.pread(fd, min(CHUNK, length - done), done)):
+        digest.update(chunk)
+        done += len(chunk)
     return digest
 
 

@@ -2,17 +2,26 @@
 
 An :class:`EnvTree` maps absolute image paths to host files, symlinks, small
 generated files and directories. :func:`collect_environment` fills one with
-the interpreter, its standard library, the site-packages dacstyle needs (the
-closure of its requirements), dacstyle itself and every shared library those
-link, following symlinks component by component so that ``/lib64/ld-linux...``
-and merged-/usr links exist in the image exactly as on the host.
+the interpreter, its standard library, every package folder the interpreter
+imports from (a virtualenv's, ``--system-site-packages``, the user site, a conda
+prefix, ``.pth`` additions; editable installs as their source files) and every
+shared library those link, following symlinks component by component so that
+``/lib64/ld-linux...`` and merged-/usr links exist in the image as on the host.
+Files keep their host paths (interpreters built with ``--enable-shared`` find
+libpython by an absolute rpath); ``python3`` in the image runs a small
+venv-like launcher whose ``.pth`` lists the host's package folders in order.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import importlib.metadata as md
+import json
 import os
+import platform
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -23,7 +32,11 @@ from pathlib import Path
 
 from dacstyle.errors import ImageError
 
-__all__ = ["Entry", "EnvTree", "collect_environment", "requirement_closure"]
+__all__ = ["Entry", "EnvTree", "LAUNCHER", "collect_environment", "import_path", "package_dirs",
+           "editable_sources", "site_inside"]
+
+LAUNCHER = "/opt/dacstyle/env"
+"""A venv-like prefix in packed images: ``python3`` runs it, it imports the host's package folders."""
 
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "ensurepip", "turtledemo", "site-packages",
                "dist-packages", "lib2to3"}
@@ -72,6 +85,41 @@ class EnvTree:
     def shared_objects(self) -> list[str]:
         return [e.source for e in self._entries.values()
                 if e.source and re.search(r"\.so(\.|$)", e.source)]
+
+    def materialize(self, root: Path, progress: bool = False) -> None:
+        """Lay the tree out under ``root`` for mksquashfs: host files hard-linked where they can be.
+
+        A link costs nothing and lets mksquashfs read with all cores; a file on another
+        file system, not ours to link, or whose mode the image changes is copied.
+        """
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(self._entries), unit="file", desc="collecting", file=sys.stderr)
+        dirs = []
+        for entry in self.entries():
+            if bar is not None:
+                bar.update()
+            dest = os.path.join(root, entry.path.lstrip("/"))
+            if entry.kind == "dir":
+                os.makedirs(dest, exist_ok=True)
+                dirs.append((dest, entry))
+                continue
+            os.makedirs(os.path.dirname(dest), exist_ok=True)  # a folder no entry names (0755)
+            if entry.kind == "symlink":
+                os.symlink(entry.target, dest)
+            elif entry.data is not None:
+                with open(dest, "wb") as handle:
+                    handle.write(entry.data)
+                os.chmod(dest, entry.mode)
+            else:
+                _link_or_copy(entry, dest)
+        for dest, entry in reversed(dirs):  # last, so that a read-only folder was still writable above
+            os.chmod(dest, entry.mode)
+            os.utime(dest, (entry.mtime, entry.mtime), follow_symlinks=False)
+        if bar is not None:
+            bar.close()
 
     def add_dir(self, path: str, mode: int | None = None) -> None:
         """Add a directory (mode 0755 unless given; a given mode overrides an earlier one)."""
@@ -138,83 +186,151 @@ class EnvTree:
                     self._add_real(host, os.path.join(here, name))
 
 
-def requirement_closure(root: str = "dacstyle") -> list[md.Distribution]:
-    """The installed distributions ``root`` needs, transitively (markers evaluated)."""
+def _link_or_copy(entry: Entry, dest: str) -> None:
+    assert entry.source is not None
     try:
-        from packaging.requirements import Requirement
-    except ImportError:  # pragma: no cover - packaging ships with pip/setuptools
-        Requirement = None  # noqa: N806
-    seen: dict[str, md.Distribution] = {}
-    todo = [root]
-    while todo:
-        name = todo.pop()
-        key = re.sub(r"[-_.]+", "-", name).lower()
-        if key in seen:
-            continue
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            continue
-        seen[key] = dist
-        for req in dist.requires or []:
-            if Requirement is not None:
-                r = Requirement(req)
-                if r.marker is not None and not r.marker.evaluate({"extra": ""}):
-                    continue
-                todo.append(r.name)
-            elif "extra ==" not in req:
-                todo.append(re.match(r"[A-Za-z0-9._-]+", req).group(0))
-    return list(seen.values())
+        if stat.S_IMODE(os.stat(entry.source).st_mode) != entry.mode:
+            raise PermissionError("the image needs another mode")  # a link would change the host file
+        os.link(entry.source, dest)
+    except OSError:
+        shutil.copy2(entry.source, dest)
+        os.chmod(dest, entry.mode)
 
 
-def _dist_top_levels(dist: md.Distribution) -> set[str]:
-    """Top-level names a distribution installed into its site directory (from RECORD)."""
-    tops = set()
-    for f in dist.files or []:
-        first = f.parts[0]
-        if first not in ("..", "") and not first.startswith("__editable__") \
-                and not first.endswith(".pth"):
-            tops.add(first)
-    return tops
+def import_path(python: str | None = None) -> tuple[str, ...]:
+    """The folders ``python`` imports from at start-up, in order (no cwd, no PYTHONPATH).
+
+    Asked of the interpreter itself, so a virtualenv, ``--system-site-packages``, the
+    user site, conda and ``.pth`` additions all come out as Python sees them.
+    """
+    python = python or sys.executable
+    return _import_path(python, os.environ.get("HOME", ""), os.environ.get("PYTHONUSERBASE", ""))
 
 
-def _add_dacstyle(tree: EnvTree, site: str) -> None:
-    """dacstyle as real files in site-packages (it is installed editable in development)."""
-    import dacstyle
-    import dacstyle.container
-
-    pkg = os.path.dirname(os.path.realpath(dacstyle.__file__))
-    tree.add_tree(pkg, os.path.join(site, "dacstyle"), skip={"container"})
-    container = os.path.dirname(os.path.realpath(dacstyle.container.__file__))
-    tree.add_tree(container, os.path.join(site, "dacstyle", "container"))
-    for info in Path(site).glob("dacstyle-*.dist-info"):  # so importlib.metadata finds it
-        tree.add_tree(str(info))
+@functools.lru_cache(maxsize=4)
+def _import_path(python: str, *_environment: str) -> tuple[str, ...]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # PYTHONUSERBASE etc. still count
+    try:
+        out = subprocess.run([python, "-c", "import json, sys; print(json.dumps(sys.path[1:]))"], env=env,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ImageError(f"cannot ask {python} for its import path: {exc}") from exc
+    return tuple(os.path.realpath(p) for p in json.loads(out) if os.path.isdir(p))
 
 
-def _ldd(paths: list[str]) -> set[str]:
-    """Absolute paths of the shared libraries (and the loader) that ``paths`` link."""
-    found: set[str] = set()
-    missing: list[str] = []
-    for i in range(0, len(paths), 200):
-        batch = paths[i:i + 200]
-        try:
-            out = subprocess.run(["ldd", *batch], capture_output=True, text=True,
-                                 env={**os.environ, "LC_ALL": "C"}, timeout=120).stdout
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ImageError(f"ldd failed: {exc}") from exc
-        for line in out.splitlines():
-            line = line.strip()
-            if "=> not found" in line:
-                missing.append(line.split()[0])
-                continue
-            m = re.match(r"(?:\S+ => )?(/\S+) \(0x", line)
-            if m:
-                found.add(m.group(1))
+def package_dirs(python: str | None = None) -> list[str]:
+    """The import-path folders that hold installed code (everything but the standard library)."""
+    stdlib = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
+    found: list[str] = []
+    for path in import_path(python):
+        dynload = os.path.basename(path) == "lib-dynload" and os.path.dirname(path) in stdlib
+        if path in stdlib or dynload or path in found:
+            continue  # the standard library and lib-dynload are packed on their own
+        found.append(path)
     return found
 
 
-def collect_environment(*, full_site_packages: bool = False) -> EnvTree:
-    """Everything the running interpreter needs to import dacstyle, at host paths."""
+def editable_sources() -> dict[str, str]:
+    """``{module name: source folder}`` of the editable installs (PEP 660 finders) of this environment."""
+    found: dict[str, str] = {}
+    for name, module in list(sys.modules.items()):
+        if name.startswith("__editable__") and isinstance(getattr(module, "MAPPING", None), dict):
+            found.update({str(k): str(v) for k, v in module.MAPPING.items()})
+    return found
+
+
+def _is_site(path: str) -> bool:
+    return os.path.basename(path) in ("site-packages", "dist-packages")
+
+
+def _importable(name: str, path: str) -> bool:
+    """Whether an entry of a plain (non-site) import folder is something Python imports."""
+    if os.path.isdir(path):
+        return os.path.exists(os.path.join(path, "__init__.py")) or name.endswith((".dist-info", ".egg-info"))
+    return name.endswith((".py", ".so")) and not name.startswith("__editable__")
+
+
+def _skip_installed(name: str) -> bool:
+    return name.endswith(".pth") or name.startswith("__editable__") or name == "__pycache__"
+
+
+def site_inside(index: int) -> str:
+    """Where the ``index``-th package folder of the import path lives in a packed image."""
+    return f"{LAUNCHER}/site/{index}"
+
+
+def _add_packages(tree: EnvTree, dirs: list[str]) -> None:
+    """Every installed package of ``dirs`` (relocated, see :func:`site_inside`), editable ones as sources.
+
+    Package folders move to fixed image paths because the host's often lie under
+    $HOME or /tmp (a virtualenv), which container runtimes hide behind an empty tmpfs.
+    """
+    for index, path in enumerate(dirs):
+        dest = site_inside(index)
+        if _is_site(path):
+            tree.add_tree(path, dest, skip_file=_skip_installed)
+            continue
+        tree.add_dir(dest)
+        for name in sorted(os.listdir(path)):
+            host = os.path.join(path, name)
+            if not _importable(name, host):
+                continue
+            if os.path.isdir(host):
+                tree.add_tree(host, f"{dest}/{name}", skip={"__pycache__"})
+            else:
+                tree._add_real(host, f"{dest}/{name}")
+    for module, source in sorted(editable_sources().items()):
+        if os.path.isdir(source):
+            tree.add_tree(source, os.path.join(site_inside(0), *module.split(".")), skip={"__pycache__"})
+
+
+def launcher_files(tree: EnvTree, dirs: list[str]) -> None:
+    """A venv-like prefix at LAUNCHER whose interpreter imports the packed package folders in order.
+
+    ``python3`` on the image's PATH runs it, so a virtualenv's, the user site's and
+    a conda prefix's packages are found whichever interpreter the host used.
+    """
+    version = "{}.{}".format(*sys.version_info[:2])
+    tree.add_bytes(f"{LAUNCHER}/pyvenv.cfg", (f"home = {os.path.dirname(tree.interpreter)}\n"
+                                              "include-system-site-packages = false\n"
+                                              f"version = {platform.python_version()}\n").encode())
+    tree.add_symlink(f"{LAUNCHER}/bin/python3", tree.interpreter)
+    tree.add_symlink(f"{LAUNCHER}/bin/python", "python3")
+    lines = "".join(f"# host: {d}\n{site_inside(i)}\n" for i, d in enumerate(dirs))
+    tree.add_bytes(f"{LAUNCHER}/lib/python{version}/site-packages/dacstyle-environment.pth", lines.encode())
+    wrapper = f'#!/bin/sh\nexec {LAUNCHER}/bin/python3 "$@"\n'.encode()
+    for path in ("/usr/bin/python3", "/usr/local/bin/python3", "/usr/bin/python", "/usr/local/bin/python"):
+        if path != tree.interpreter:
+            tree.add_bytes(path, wrapper, mode=0o755)
+
+
+def _ldd(paths: list[str]) -> set[str]:
+    """Absolute paths of the shared libraries (and the loader) that ``paths`` link.
+
+    ``ldd`` loads each file, so the files are split over one ``ldd`` per core.
+    """
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    size = max(1, -(-len(paths) // workers))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        outputs = list(pool.map(_ldd_batch, [paths[i:i + size] for i in range(0, len(paths), size)]))
+    found: set[str] = set()
+    for line in "\n".join(outputs).splitlines():
+        match = re.match(r"(?:\S+ => )?(/\S+) \(0x", line.strip())
+        if match:
+            found.add(match.group(1))
+    return found
+
+
+def _ldd_batch(batch: list[str]) -> str:
+    try:
+        return subprocess.run(["ldd", *batch], capture_output=True, text=True,
+                              env={**os.environ, "LC_ALL": "C"}, timeout=300).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ImageError(f"ldd failed: {exc}") from exc
+
+
+def collect_environment() -> EnvTree:
+    """The running interpreter and every package it imports, at host paths (see the module docstring)."""
     tree = EnvTree()
     exe = os.path.realpath(sys.executable)
     tree.interpreter = exe
@@ -224,31 +340,14 @@ def collect_environment(*, full_site_packages: bool = False) -> EnvTree:
     build_config = {n for n in os.listdir(stdlib) if n.startswith("config-")}  # libpython.a
     tree.add_tree(stdlib, skip=STDLIB_SKIP | build_config,
                   skip_file=lambda name: name.startswith(STDLIB_SKIP_FILES))
-    site = os.path.realpath(sysconfig.get_paths()["purelib"])
-    editable = lambda name: name.endswith(".pth") or name.startswith("__editable__")  # noqa: E731
-    if full_site_packages:
-        tree.add_tree(site, skip={"dacstyle"}, skip_file=editable)
-    dists = requirement_closure("dacstyle")
-    for dist in sorted(dists, key=lambda d: d.metadata["Name"].lower()):
-        tree.distributions.append(f"{dist.metadata['Name']}=={dist.version}")
-        if full_site_packages or dist.metadata["Name"].lower() == "dacstyle":
-            continue
-        root = str(dist.locate_file(""))
-        for top in sorted(_dist_top_levels(dist)):
-            host = os.path.join(root, top)
-            if top == "dacstyle" or not os.path.lexists(host):
-                continue
-            if os.path.isdir(host) and not os.path.islink(host):
-                tree.add_tree(host, skip_file=editable)
-            elif not editable(top):
-                tree.add_path(host)
-    _add_dacstyle(tree, site)
+    dirs = package_dirs()
+    _add_packages(tree, dirs)
+    tree.distributions = sorted({f"{d.metadata['Name']}=={d.version}" for d in md.distributions(path=dirs)})
     # a POSIX shell and the basic tools: Apptainer's action scripts and TaskEnv's shell actions use them
     tools = [tree.add_path(path) for path in SHELL_TOOLS if os.path.exists(path)]
     for lib in sorted(_ldd([exe, *tools, *tree.shared_objects()])):
         tree.add_path(lib)
-    for path in ("/usr/bin/python3", "/usr/local/bin/python3"):
-        tree.add_symlink(path, exe)
+    launcher_files(tree, dirs)
     for d in EMPTY_DIRS:
         tree.add_dir(d)
     tree.add_dir("/tmp", 0o1777)

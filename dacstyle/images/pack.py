@@ -5,21 +5,21 @@ is written by :mod:`dacstyle.images.sifwrite` the way Apptainer's build does:
 a definition-file object, Apptainer's ``inspect-metadata.json`` (labels and
 deffile), then the squashfs partition (PartPrimSys, the host's architecture).
 
-:func:`pack_environment` copies no files to a staging area: it streams a tar
-of the interpreter, its standard library, the site-packages it needs and their
-shared libraries, all at their host paths, into ``mksquashfs -tar``.
+:func:`pack_environment` lays the interpreter, its standard library, every
+package folder it imports and their shared libraries out in a staging folder
+of hard links (copies only where a link cannot be made), so mksquashfs reads
+and compresses with every core.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -179,86 +179,34 @@ def _deffile_text(tree: EnvTree, labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def pack_environment(out_sif: str | os.PathLike[str], *, full_site_packages: bool = False,
-                     labels: dict[str, str] | None = None,
+def pack_environment(out_sif: str | os.PathLike[str], *, labels: dict[str, str] | None = None,
                      compression: str = DEFAULT_COMPRESSION[0],
                      compression_level: int | None = DEFAULT_COMPRESSION[1],
                      processors: int | None = None, progress: bool | None = None) -> PackResult:
-    """Pack the running interpreter and what dacstyle needs into a runnable SIF.
+    """Pack the running interpreter and every package it imports into a runnable SIF.
 
-    The image holds the interpreter (``/usr/bin/python3`` and
-    ``/usr/local/bin/python3`` link to it), its standard library without
-    test/idlelib/tkinter/ensurepip, the site-packages of dacstyle's requirement
-    closure (all of site-packages with ``full_site_packages``), dacstyle itself
-    as real files, every shared library they link (from ``ldd``) and a minimal
-    /etc. ``progress`` shows a bar on stderr (default: when stderr is a terminal).
+    The image holds the interpreter (``python3`` on its PATH runs it through a
+    venv-like launcher), its standard library without test/idlelib/tkinter/ensurepip,
+    every installed package of this environment (editable ones as their source
+    files), every shared library they link (from ``ldd``) and a minimal /etc.
+    ``progress`` shows a bar on stderr (default: when stderr is a terminal).
     """
     import dacstyle
 
     out = Path(out_sif)
     start = time.monotonic()
-    tree = collect_environment(full_site_packages=full_site_packages)
+    tree = collect_environment()
     all_labels = {"org.dacstyle.version": dacstyle.__version__,
                   "org.dacstyle.python": tree.interpreter,
+                  "org.dacstyle.prefix": os.path.realpath(sys.prefix),
                   "org.dacstyle.packed-from": "environment", **(labels or {})}
     deffile = _deffile_text(tree, all_labels)
     tree.add_bytes("/.singularity.d/labels.json",
                    json.dumps(all_labels, indent=2, sort_keys=True).encode())
     if progress is None:
         progress = sys.stderr.isatty()
-    level = compression_level
     with tempfile.TemporaryDirectory(prefix="dacstyle-pack-", dir=out.parent) as tmp:
-        squashfs = Path(tmp) / "root.squashfs"
-        argv = [_mksquashfs(), "-", str(squashfs), "-tar", "-noappend", "-all-root",
-                "-no-progress", *_compression_args(compression, level)]
-        if processors:
-            argv += ["-processors", str(processors)]
-        proc = _run_mksquashfs(argv, stdin=subprocess.PIPE)
-        try:
-            _stream_tar(tree, proc.stdin, progress)
-        except BrokenPipeError:
-            pass  # mksquashfs died; _wait reports its message
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            if proc.stdin and not proc.stdin.closed:
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-        _wait(proc, "the Python environment")
-        return _finish(squashfs, out, start, _label(compression, level),
-                       deffile=deffile, labels=all_labels)
-
-
-def _stream_tar(tree: EnvTree, sink, progress: bool) -> None:
-    """Write ``tree`` as a tar stream (PAX, so long paths survive) into ``sink``."""
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=tree.total_bytes(), unit="B", unit_scale=True, desc="packing",
-                   file=sys.stderr)
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for entry in tree.entries():
-            info = tarfile.TarInfo(entry.path.lstrip("/") or ".")
-            info.mode, info.mtime = entry.mode, entry.mtime
-            if entry.kind == "dir":
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif entry.kind == "symlink":
-                info.type, info.linkname = tarfile.SYMTYPE, entry.target
-                tar.addfile(info)
-            elif entry.data is not None:
-                info.size = len(entry.data)
-                tar.addfile(info, io.BytesIO(entry.data))
-            else:
-                with open(entry.source, "rb") as f:
-                    info.size = os.fstat(f.fileno()).st_size
-                    tar.addfile(info, f)
-                if bar is not None:
-                    bar.update(info.size)
-    if bar is not None:
-        bar.close()
+        tree.materialize(Path(tmp), progress)
+        result = pack_directory(tmp, out, deffile=deffile, labels=all_labels, compression=compression,
+                                compression_level=compression_level, processors=processors)
+    return dataclasses.replace(result, seconds=time.monotonic() - start)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import config
-from ..errors import DigestMismatchError, DownloadError, ImageError, ImageFormatError, ImageNotFoundError
+from ..errors import CacheError, DigestMismatchError, DownloadError, ImageError, ImageFormatError, ImageNotFoundError
 from .cache import CachedImage, ImageCache, hash_file, verify_sif
 from .catalogue import Catalogue, CatalogueEntry, is_catalogue_id, load_catalogue
-from .download import RetryPolicy, fetch
+from .download import RetryPolicy, drop_partial, fetch
 from .oras import OrasClient
 from .refs import ImageRef, normalize_sha256, parse_ref
 
@@ -156,7 +156,6 @@ def _fetch_sources(cache: ImageCache, sources: list[ImageRef], keys: tuple[str, 
                    size: int | None, retry: RetryPolicy | None, progress: str | bool | None) -> CachedImage:
     """Try each source in turn; the first that yields a verified SIF is committed."""
     part = cache.part_path(keys[0])
-    cache.root.joinpath("tmp").mkdir(parents=True, exist_ok=True)
     errors: list[ImageError] = []
     for source in sources:
         try:
@@ -183,8 +182,11 @@ def _fetch_sources(cache: ImageCache, sources: list[ImageRef], keys: tuple[str, 
                 raise ImageFormatError(f"{source} did not serve a SIF image: {exc}") from exc
             return cache.commit(part, digest, refs=keys)
         except (DigestMismatchError, ImageFormatError) as exc:
-            part.unlink(missing_ok=True)  # wrong content: never resume from it
+            drop_partial(part)  # wrong content: never resume from it
             errors.append(exc)
+        except CacheError:
+            drop_partial(part)  # the cache itself failed (full, read-only, untrusted): no mirror helps
+            raise
         except ImageError as exc:
             errors.append(exc)
     if len(errors) == 1:

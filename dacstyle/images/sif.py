@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import uuid as _uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from dacstyle.errors import ImageFormatError, ImageNotFoundError
 
@@ -43,6 +44,11 @@ MAGIC = b"SIF_MAGIC\x00"
 VERSION = b"01\x00"
 GROUP_MASK = 0xF0000000
 SQUASHFS_MAGIC = b"hsqs"
+#: More descriptors than any image needs (the reference implementation writes 48): a header
+#: claiming more is rejected before anything is read, so a hostile header costs no memory.
+MAX_DESCRIPTORS = 4096
+#: The largest object read whole (definition file, labels, JSON, signatures); partitions are streamed.
+MAX_METADATA_BYTES = 16 << 20
 INSPECT_METADATA_NAME = "inspect-metadata.json"
 
 _HEADER = struct.Struct("<32s10s3s3s16s8q")
@@ -213,14 +219,24 @@ class SifImage:
         return self.primary_partition().size
 
     def read_object(self, descriptor: Descriptor) -> bytes:
-        """The bytes of one data object."""
+        """The bytes of one metadata object; ImageFormatError over MAX_METADATA_BYTES (bounded memory)."""
+        if descriptor.size > MAX_METADATA_BYTES:
+            raise ImageFormatError(f"{self.path}: object {descriptor.id} ({descriptor.data_type}) claims "
+                                   f"{descriptor.size} bytes, more than the {MAX_METADATA_BYTES} allowed")
+        return b"".join(self.iter_object(descriptor))
+
+    def iter_object(self, descriptor: Descriptor, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes of one data object in chunks: hashing a multi-GB partition takes bounded memory."""
         with open(self.path, "rb") as f:
             f.seek(descriptor.offset)
-            data = f.read(descriptor.size)
-        if len(data) != descriptor.size:
-            raise ImageFormatError(f"{self.path}: object {descriptor.id} truncated at byte "
-                                   f"{descriptor.offset + len(data)}")
-        return data
+            done = 0
+            while done < descriptor.size:
+                data = f.read(min(chunk, descriptor.size - done))
+                if not data:
+                    raise ImageFormatError(f"{self.path}: object {descriptor.id} truncated at byte "
+                                           f"{descriptor.offset + done}")
+                done += len(data)
+                yield data
 
     def find(self, data_type: str, name: str | None = None) -> list[Descriptor]:
         """Descriptors of one data type (and name, when given), in id order."""
@@ -274,8 +290,12 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
     """
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        with os.fdopen(os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):  # a FIFO or device is never read as an image
+                kind = "is a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+                raise ImageFormatError(f"{p}: {kind}, not a SIF file")
+            size = info.st_size
             raw = f.read(HEADER_SIZE)
             if len(raw) >= 42 and raw[32:42] != MAGIC:
                 raise ImageFormatError(f"{p}: bad magic {raw[32:42]!r}, "
@@ -286,15 +306,10 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
             header = Header.parse(raw)
             if raw[42:45] != VERSION:
                 raise ImageFormatError(f"{p}: unsupported SIF version {header.version!r}")
-            if header.descriptors_total < 0 or header.descriptors_offset < HEADER_SIZE:
-                raise ImageFormatError(f"{p}: corrupt header: descriptor table at "
-                                       f"{header.descriptors_offset}, "
-                                       f"{header.descriptors_total} entries")
+            _check_table(p, header, size)
             table_size = header.descriptors_total * DESCRIPTOR_SIZE
             f.seek(header.descriptors_offset)
             table = f.read(table_size)
-    except IsADirectoryError as exc:
-        raise ImageFormatError(f"{p}: is a directory, not a SIF file") from exc
     except FileNotFoundError as exc:
         raise ImageNotFoundError(f"{p}: no such image file") from exc
     except OSError as exc:
@@ -309,6 +324,18 @@ def open_image(path: str | os.PathLike[str]) -> SifImage:
         if d is not None:
             descriptors.append(d)
     return SifImage(p, size, header, descriptors)
+
+
+def _check_table(p: Path, header: Header, size: int) -> None:
+    """Reject a descriptor table that is absurd or lies outside the file, before reading it."""
+    total, offset = header.descriptors_total, header.descriptors_offset
+    if not 0 <= total <= MAX_DESCRIPTORS or offset < HEADER_SIZE:
+        raise ImageFormatError(f"{p}: corrupt header: descriptor table at {offset}, {total} entries "
+                               f"(at most {MAX_DESCRIPTORS} allowed)")
+    end = offset + total * DESCRIPTOR_SIZE
+    if end > size:
+        raise ImageFormatError(f"{p}: truncated at byte {size}: the descriptor table needs "
+                               f"bytes {offset}..{end}")
 
 
 def verify_image(path: str | os.PathLike[str], *, require_squashfs: bool = True) -> SifImage:

@@ -24,7 +24,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -142,11 +142,14 @@ def _integrity_fields(d: Descriptor, relative_id: int) -> bytes:
             + raw[73:73 + 128 + 384])
 
 
-def _digest(spec: str, data: bytes) -> bool:
+def _digest(spec: str, chunks: Iterable[bytes]) -> bool:
     name, _, value = spec.partition(":")
     if name not in ("sha224", "sha256", "sha384", "sha512"):
         raise SignatureError(f"unsupported digest {name!r} in signed metadata")
-    return hashlib.new(name, data).hexdigest() == value.lower()
+    digest = hashlib.new(name)
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest() == value.lower()
 
 
 def _check_metadata(image: SifImage, payload: bytes, objects: list[Descriptor]) -> None:
@@ -157,7 +160,7 @@ def _check_metadata(image: SifImage, payload: bytes, objects: list[Descriptor]) 
         signed = {int(o["relativeId"]): o for o in meta["objects"]}
     except (ValueError, KeyError, TypeError) as exc:
         raise SignatureError(f"malformed signed metadata: {exc}") from exc
-    if not _digest(header_digest, image.header.raw[:45] + image.header.raw[48:64]):
+    if not _digest(header_digest, [image.header.raw[:45], image.header.raw[48:64]]):
         raise SignatureError("header integrity compromised")
     min_id = min(d.id for d in objects)
     if sorted(signed) != sorted(d.id - min_id for d in objects):
@@ -165,9 +168,9 @@ def _check_metadata(image: SifImage, payload: bytes, objects: list[Descriptor]) 
                              f"the group's objects {[d.id for d in objects]}")
     for d in objects:
         o = signed[d.id - min_id]
-        if not _digest(o["descriptorDigest"], _integrity_fields(d, d.id - min_id)):
+        if not _digest(o["descriptorDigest"], [_integrity_fields(d, d.id - min_id)]):
             raise SignatureError(f"descriptor integrity compromised: object {d.id}")
-        if not _digest(o["objectDigest"], image.read_object(d)):
+        if not _digest(o["objectDigest"], image.iter_object(d)):
             raise SignatureError(f"data integrity compromised: object {d.id}")
 
 
@@ -181,7 +184,8 @@ def _check_legacy(image: SifImage, sig: Descriptor, text: bytes, objects: list[D
     hexdigest = text.removeprefix(b"SIFHASH:\n").strip().decode()
     h = hashlib.new(sig.extra["hash_type"])
     for d in objects:
-        h.update(image.read_object(d))
+        for chunk in image.iter_object(d):
+            h.update(chunk)
     if h.hexdigest() != hexdigest.lower():
         raise SignatureError(f"data integrity compromised: {', '.join(str(d.id) for d in objects)}")
 

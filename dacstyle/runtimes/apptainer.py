@@ -2,7 +2,7 @@
 
 The server is started with::
 
-    apptainer exec --containall --cleanenv --no-home \\
+    apptainer exec --containall --cleanenv --no-home --no-privs [--net --network none] \\
         --bind RUN/host:/run/dacstyle [--bind RUN/agent:/run/dacstyle-agent] \\
         [--bind SRC:DST[:ro]]... [--nv] [--env K=V]... IMAGE.sif python3 -m dacstyle.container.server ...
 
@@ -14,6 +14,16 @@ Why not spython's ``Client.execute``/``instance``: it only ever calls
 ``singularity`` (not ``apptainer``), silently ignores ``contain=``, and a failed
 ``instance start`` only logs instead of raising; it also hides the child process,
 so there is no stdin lifeline and no ready line. We call the CLI ourselves.
+
+Sandbox flags, matched to the bwrap runtime where Apptainer has them: ``--no-privs``
+(no capabilities, no-new-privileges, also for a root caller; an unprivileged
+container has none anyway) and, for a server that does not listen on TCP unless
+``sandbox_network`` is set, ``--net --network none`` (a network namespace with only
+a loopback; allowed to unprivileged users). Where it has none: the size of the
+container's /tmp is the administrator's ``sessiondir max size`` in apptainer.conf,
+not a per-run flag; process and memory limits (``--pids-limit``, ``--memory``)
+need cgroups v2 delegated to the user, so they are not passed; the caller's
+rlimits are inherited.
 """
 
 from __future__ import annotations
@@ -28,8 +38,10 @@ from .base import AGENT_DIR_INSIDE, RUN_DIR_INSIDE, LaunchSpec, Runtime
 
 __all__ = ["ApptainerRuntime", "SingularityRuntime", "find_binary"]
 
-ISOLATION_FLAGS = ("--containall", "--cleanenv", "--no-home")
-"""What makes ``exec`` match the other backends: private /tmp, PID and IPC; no host env; no $HOME."""
+ISOLATION_FLAGS = ("--containall", "--cleanenv", "--no-home", "--no-privs")
+"""What makes ``exec`` match the other backends: private /tmp, PID and IPC; no host env; no $HOME; no capability."""
+NO_NETWORK = ("--net", "--network", "none")
+"""A private network namespace with only a loopback: a server's channel is its bound socket."""
 
 # Passed to the binary itself: where Apptainer keeps its cache and scratch space. Nothing that changes
 # what the container sees (APPTAINER_BIND, APPTAINERENV_*, ...) is passed.
@@ -86,8 +98,12 @@ class _ExecRuntime(Runtime):
 
     def exec_argv(self, spec: LaunchSpec, command: list[str]) -> list[str]:
         """``<binary> exec <isolation> <binds> [--nv] <env> IMAGE COMMAND...``."""
+        return self._argv(spec, command, network=spec.network)
+
+    def _argv(self, spec: LaunchSpec, command: list[str], network: bool) -> list[str]:
         image = self._require_image(spec)
-        argv = [self._require_binary(), "exec", *ISOLATION_FLAGS, "--bind", f"{spec.run.path}/host:{RUN_DIR_INSIDE}"]
+        argv = [self._require_binary(), "exec", *ISOLATION_FLAGS, *([] if network else NO_NETWORK),
+                "--bind", f"{spec.run.path}/host:{RUN_DIR_INSIDE}"]
         if spec.run.has_agent:
             argv += ["--bind", f"{spec.run.path}/agent:{AGENT_DIR_INSIDE}"]
         for bind in spec.binds:

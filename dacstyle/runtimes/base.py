@@ -58,6 +58,7 @@ class LaunchSpec:
     binds: list[Bind] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     gpu: bool = False
+    network: bool = True  # False: a private network namespace with only a loopback, where the runtime has one
 
 
 class Runtime(abc.ABC):

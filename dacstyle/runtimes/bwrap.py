@@ -9,6 +9,15 @@ inside a read-only root). The isolation matches ``apptainer exec --containall
 PID/IPC/UTS namespaces, a cleared environment, only the requested binds, and
 ``--die-with-parent``. The mount is undone on close, on error, and by
 ``dacstyle cleanup`` after a host crash.
+
+The sandbox holds against a root host too: every capability is dropped, the
+payload runs as uid/gid 65534 in its own user namespace (which it cannot nest),
+every mount is ``nosuid,nodev`` (bwrap's default for binds and tmpfs), /tmp,
+/run and $HOME are tmpfs of ``sandbox_tmpfs_size`` bytes, and processes,
+data memory and file size are limited (:mod:`dacstyle.runtimes.limits`). A
+server has a private network namespace with only a loopback (no route out)
+unless it listens on TCP or ``sandbox_network`` is set; its socket is in the
+bound run folder.
 """
 
 from __future__ import annotations
@@ -20,14 +29,17 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
+from ..config import config
 from ..errors import ContainerError, RuntimeUnavailableError
 from .base import AGENT_DIR_INSIDE, RUN_DIR_INSIDE, Bind, LaunchSpec, Runtime
+from .limits import Limits, launcher_argv, make_cgroup, remove_cgroup
 from .rundir import unmount
 
 __all__ = ["BwrapRuntime", "mount_image", "sandbox_argv"]
 
 HOME_INSIDE = "/home/dacstyle"
 _PRIVATE = ("proc", "dev", "tmp", "run", "home", "sys")  # never taken from the image
+SANDBOX_UID = "65534"  # nobody: the payload's uid and gid inside its user namespace
 _BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
              "HOME": HOME_INSIDE}
 
@@ -71,13 +83,38 @@ def _mirror(root: Path, inside: str, targets: list[str], expanded: list[str]) ->
     return args
 
 
-def sandbox_argv(rootfs: Path, binds: list[Bind], env: dict[str, str], gpu: bool = False) -> list[str]:
-    """The bwrap argv (up to, not including, the command) for an image mounted at ``rootfs``."""
+def _bind_back(rootfs: Path) -> list[str]:
+    """What the image itself holds under /home and /tmp, bound back read-only over the private tmpfs.
+
+    A packed environment keeps its interpreter at the host path, which for pyenv
+    or conda is often under $HOME (or /tmp in tests): hiding it would break the image.
+    """
+    args: list[str] = []
+    for top in ("home", "tmp"):
+        folder = rootfs / top
+        for entry in sorted(os.listdir(folder)) if folder.is_dir() else []:
+            src, dst = folder / entry, f"/{top}/{entry}"
+            if dst != HOME_INSIDE:
+                args += ["--symlink", os.readlink(src), dst] if src.is_symlink() else ["--ro-bind", str(src), dst]
+    return args
+
+
+def sandbox_argv(rootfs: Path, binds: list[Bind], env: dict[str, str], gpu: bool = False, *,
+                 network: bool = True, limits: Limits | None = None) -> list[str]:
+    """The argv (up to, not including, the command) for an image mounted at ``rootfs``.
+
+    ``network`` False gives a private network namespace; ``limits`` defaults to the settings.
+    """
     expanded: list[str] = []
-    argv = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+    sized = ["--size", str(config.sandbox_tmpfs_size)]
+    isolation = ["--unshare-user", "--uid", SANDBOX_UID, "--gid", SANDBOX_UID, "--disable-userns", "--cap-drop", "ALL",
+                 "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                 *([] if network else ["--unshare-net"])]
+    argv = [*launcher_argv(limits or Limits.from_config()), "bwrap", "--die-with-parent", *isolation,
             "--new-session", "--hostname", "dacstyle", "--clearenv", "--tmpfs", "/",
             *_mirror(rootfs, "/", [b.dst for b in binds], expanded),
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", HOME_INSIDE]
+            "--proc", "/proc", "--dev", "/dev", *sized, "--tmpfs", "/tmp", *sized, "--tmpfs", "/run",
+            *sized, "--tmpfs", HOME_INSIDE, *_bind_back(rootfs)]
     if gpu:
         for device in sorted(glob.glob("/dev/nvidia*")):
             argv += ["--dev-bind", device, device]
@@ -96,12 +133,19 @@ class BwrapRuntime(Runtime):
 
     name = "bwrap"
 
+    def __init__(self) -> None:
+        self._cgroups: dict[Path, Path] = {}
+
     @classmethod
     def available(cls) -> bool:
         return all(shutil.which(tool) for tool in ("bwrap", "squashfuse", "fusermount3")) and os.path.exists("/dev/fuse")
 
     def _rootfs(self, spec: LaunchSpec) -> Path:
         return spec.run.path / "rootfs"
+
+    def _cgroup(self, spec: LaunchSpec) -> Path | None:
+        """The run's pids cgroup when :meth:`prepare` could make one."""
+        return self._cgroups.get(spec.run.path)
 
     def _binds(self, spec: LaunchSpec) -> list[Bind]:
         binds = [Bind(str(spec.run.path / "host"), RUN_DIR_INSIDE, readonly=False)]
@@ -121,10 +165,24 @@ class BwrapRuntime(Runtime):
         except BaseException:
             unmount(str(rootfs))
             raise
-        return [lambda: unmount(str(rootfs))]
+        cgroup = make_cgroup(f"dacstyle-{spec.run.path.name}", config.sandbox_max_processes)
+        if cgroup is None:
+            return [lambda: unmount(str(rootfs))]
+        self._cgroups[spec.run.path] = cgroup
+        spec.run.record(cgroups=[str(cgroup)])  # the reaper and cleanup remove it after a crash
+
+        def undo_cgroup() -> None:
+            remove_cgroup(cgroup)
+            self._cgroups.pop(spec.run.path, None)
+        return [lambda: unmount(str(rootfs)), undo_cgroup]
 
     def exec_argv(self, spec: LaunchSpec, command: list[str]) -> list[str]:
-        return [*sandbox_argv(self._rootfs(spec), self._binds(spec), spec.env, spec.gpu), "--", *command]
+        return self._argv(spec, command, network=spec.network)
+
+    def _argv(self, spec: LaunchSpec, command: list[str], network: bool) -> list[str]:
+        limits = Limits.from_config(self._cgroup(spec))
+        sandbox = sandbox_argv(self._rootfs(spec), self._binds(spec), spec.env, spec.gpu, network=network, limits=limits)
+        return [*sandbox, "--", *command]
 
     def host_env(self, spec: LaunchSpec) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}

@@ -11,7 +11,7 @@ in its tree. It tells the host ``started PID`` and, when the payload ends,
 ``t`` (SIGTERM to the tree) or ``k`` (SIGKILL to the tree). End of file on the
 socket pair means the run is over, because the host closed it or died
 (SIGKILL included): the reaper kills the whole tree, unmounts what the run
-folder's ``owner.json`` lists, removes the run folder and exits.
+folder's ``owner.json`` lists, removes the run's cgroups and folder, and exits.
 
 Standard library only, no package imports, and the heavier modules only when
 cleaning up: it starts as a plain script in a few tens of milliseconds, and
@@ -142,6 +142,18 @@ def clean_run(run: str | os.PathLike[str]) -> list[str]:
         if os.path.ismount(mount):
             unmount(mount)
             done.append(f"unmounted {mount}")
+    for cgroup in owner.get("cgroups", []):  # empty once the tree is dead; a task may take a moment to leave
+        deadline = time.monotonic() + KILL_DEADLINE_S
+        while os.path.isdir(cgroup):
+            try:
+                os.rmdir(cgroup)
+                done.append(f"removed cgroup {cgroup}")
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.005)
     if os.path.lexists(run):
         shutil.rmtree(run, ignore_errors=True)
         done.append(f"removed {run}")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ContainerError
 from .reaper import clean_run, kill_tree, same_process, start_time, unmount
 
 __all__ = ["RunDir", "runs_root", "cleanup_stale", "process_alive", "unmount"]
@@ -37,16 +38,22 @@ _NEW_RUN_GRACE_S = 60.0
 
 
 def runs_root() -> Path:
-    """The per-user folder that holds run folders (created 0700, ownership checked)."""
+    """The per-user folder that holds run folders (created 0700, ownership checked).
+
+    ContainerError when it cannot be made or belongs to someone else.
+    """
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and os.path.isdir(base) and os.access(base, os.W_OK):
         root = Path(base) / "dacstyle"
     else:
         root = Path(tempfile.gettempdir()) / f"dacstyle-{os.getuid()}"
-    root.mkdir(mode=0o700, exist_ok=True)
-    info = os.lstat(root)
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(root)
+    except OSError as exc:
+        raise ContainerError(f"cannot make the run folders' root {root}: {exc.strerror}") from exc
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise PermissionError(f"{root} is not a folder owned by you; refusing to use it")
+        raise ContainerError(f"{root} is not a folder owned by you; refusing to use it")
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(root, 0o700)
     return root
@@ -61,15 +68,25 @@ class RunDir:
 
     @classmethod
     def create(cls, root: Path | None = None, agent: bool = False) -> "RunDir":
-        """Make a new run folder with fresh random tokens."""
+        """Make a new run folder with fresh random tokens.
+
+        ContainerError when it cannot be made (full or read-only disk); nothing half-made stays.
+        """
         root = root or runs_root()
         path = root / secrets.token_hex(4)
-        path.mkdir(mode=0o700)
+        try:
+            path.mkdir(mode=0o700)
+        except OSError as exc:
+            raise ContainerError(f"cannot make a run folder in {root}: {exc.strerror}") from exc
         run = cls(path)
-        for side in ("host", "agent") if agent else ("host",):
-            (path / side).mkdir(mode=0o700)
-            run.write_secret(f"{side}/token", secrets.token_urlsafe(32))
-        run.record(host_pid=os.getpid(), host_start=start_time(os.getpid()), mounts=[])
+        try:
+            for side in ("host", "agent") if agent else ("host",):
+                (path / side).mkdir(mode=0o700)
+                run.write_secret(f"{side}/token", secrets.token_urlsafe(32))
+            run.record(host_pid=os.getpid(), host_start=start_time(os.getpid()), mounts=[])
+        except OSError as exc:
+            run.remove()
+            raise ContainerError(f"cannot write the run folder {path}: {exc.strerror}") from exc
         return run
 
     def write_secret(self, name: str, value: str) -> Path:
