@@ -24,6 +24,7 @@ import pytest
 
 from dacstyle import RemoteRunner
 from dacstyle.competitions.sandbox import descendants
+from dacstyle.runtimes.limits import _own_cgroup_dirs
 from dacstyle.runtimes.reaper import start_time
 from dacstyle.runtimes.rundir import RunDir, cleanup_stale, process_alive
 from dacstyle.testing import probe_benchmark
@@ -148,6 +149,8 @@ def leftovers(ready: dict, runs_root: Path) -> dict:
         "processes": sorted({p for p in ready["pids"] if process_alive(p)} | set(processes_mentioning(ready["runs"]))),
         "mounts": mounts_under(runs_root.parent),
         "folders": [str(p) for p in run_folders(runs_root)],
+        "cgroups": [str(c) for base in _own_cgroup_dirs() for r in ready["runs"]
+                    if (c := base / f"dacstyle-{Path(r).name}").exists()],  # bwrap's pids cgroup, where delegated
     }
 
 
@@ -185,6 +188,8 @@ def test_host_sigkill_leaves_no_process_mount_or_run_folder(runtime, request, tm
         assert sleeper in ready["pids"] and process_alive(sleeper)
     if runtime == "bwrap":
         assert mounts_under(runs_root.parent), "the image is not mounted"
+        delegated = any(os.access(d, os.W_OK) for d in _own_cgroup_dirs())
+        assert leftovers(ready, runs_root)["cgroups"] or not delegated, "the run's cgroup is not where it is looked for"
     host.kill()
     host.wait(10)
     assert nothing_left_within(ready, runs_root, BOUND_S) == {}
