@@ -66,13 +66,13 @@ HOST = textwrap.dedent(
                               runtime="process").start()
         env = runner.get_environment()
         env.reset()
-        action = ("import subprocess, time\n"
+        pids_file = os.path.join(workdir, "pids")  # the process runtime isolates nothing: the host's folder
+        action = ("import os, subprocess, time\n"
                   "p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
-                  "open('pids.tmp', 'w').write(str(p.pid))\n"
-                  "__import__('os').rename('pids.tmp', 'pids')\n"
+                  f"open({pids_file!r} + '.tmp', 'w').write(str(p.pid))\n"
+                  f"os.rename({pids_file!r} + '.tmp', {pids_file!r})\n"
                   "time.sleep(300)\n")
         threading.Thread(target=env.step, args=(action,), daemon=True).start()
-        pids_file = os.path.join(workdir, "work", "workspace", "pids")
         deadline = time.monotonic() + 60
         while not os.path.exists(pids_file):  # a file in the workspace: no event to wait on
             assert time.monotonic() < deadline, "the action did not start"
@@ -184,7 +184,7 @@ def test_host_sigkill_leaves_no_process_mount_or_run_folder(runtime, request, tm
     host_cleanup.append(host)
     assert ready["pids"] and all(os.path.isdir(r) for r in ready["runs"])
     if runtime == "task":
-        sleeper = int((tmp_path / "work" / "workspace" / "pids").read_text())
+        sleeper = int((tmp_path / "pids").read_text())
         assert sleeper in ready["pids"] and process_alive(sleeper)
     if runtime == "bwrap":
         assert mounts_under(runs_root.parent), "the image is not mounted"
@@ -198,7 +198,7 @@ def test_host_sigkill_leaves_no_process_mount_or_run_folder(runtime, request, tm
 def test_what_a_dead_server_left_running_is_killed_while_the_host_lives(tmp_path, runs_root, host_cleanup):
     host, ready = start_host("wait", "task", tmp_path)
     host_cleanup.append(host)
-    sleeper = int((tmp_path / "work" / "workspace" / "pids").read_text())
+    sleeper = int((tmp_path / "pids").read_text())
     task_run = Path(ready["runs"][0])
     server = json.loads((task_run / "owner.json").read_text())["pid"]
     os.kill(server, signal.SIGKILL)  # a crash: the action and its setsid'd sleep are orphaned at once
