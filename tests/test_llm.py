@@ -155,13 +155,13 @@ def test_llm_agent_drafts_fixes_validates_and_submits(tmp_path: Path) -> None:
     steps: list[tuple] = []
     with FakeOpenAIServer(replies, api_key=KEY) as server:
         agent = LLMAgent(OpenAIClient(server.url, api_key=KEY, retries=0))
-        run_episodes(env, agent, 1, on_step=lambda *step: steps.append(step))
+        run_episodes(env, agent, 1, on_step=lambda *step: steps.append(step))  # step[6] is the info dict
         prompts = [r["messages"][-1]["content"] for r in server.requests]
-    kinds = [step[-1]["kind"] for step in steps]
+    kinds = [step[6]["kind"] for step in steps]
     assert kinds == ["python", "shell", "validate", "python", "validate", "submit"]
-    assert steps[0][-1]["exit_code"] == 1 and "NameError" in prompts[1]
-    assert steps[2][-1]["validation"]["valid"] is False and "missing_ids" in prompts[3]
-    assert steps[-1][4] is True and steps[-1][-1]["validation"]["valid"] is True
+    assert steps[0][6]["exit_code"] == 1 and "NameError" in prompts[1]
+    assert steps[2][6]["validation"]["valid"] is False and "missing_ids" in prompts[3]
+    assert steps[-1][4] is True and steps[-1][6]["validation"]["valid"] is True
     assert len(server.requests) == 5 and server.requests[0]["messages"][0]["role"] == "system"
     assert "plant" in server.requests[0]["messages"][1]["content"].lower()
     result = grader.grade(Path("submission.csv"))
