@@ -140,17 +140,22 @@ class _State:
             pass
 
 
+def _close_lifeline(state: _State) -> None:
+    lifeline = state.popen.stdin
+    if lifeline is not None and not lifeline.closed:
+        try:
+            lifeline.close()
+        except OSError:
+            pass
+
+
 def _stop(state: _State) -> None:
     """Stop one payload and clean its run (the finalizer; see the module doc for the steps)."""
     if os.getpid() != state.owner:  # a forked child: the run belongs to its parent
         return
     try:
-        lifeline = state.popen.stdin
-        if lifeline is not None and not lifeline.closed:  # a payload with a lifeline ends by itself when it closes
-            try:
-                lifeline.close()
-            except OSError:
-                pass
+        if state.popen.stdin is not None:  # a payload with a lifeline ends by itself when it closes
+            _close_lifeline(state)
             if state.wait(state.grace / 2) is None:
                 state.send(b"t")
         elif state.wait(0) is None:
@@ -222,6 +227,7 @@ class LocalProcess(Handle):
 
     @property
     def reaper_pid(self) -> int:
+        """The pid of this run's reaper (the payload's parent)."""
         return self._state.popen.pid
 
     def alive(self) -> bool:
@@ -274,8 +280,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     previous = _PREVIOUS[-1] if _PREVIOUS else signal.SIG_DFL
     with _LIVE_LOCK:
         live = list(_LIVE.items())
-    for stopper, state in live:
+    for _, state in live:  # every payload winds down at once, then each is stopped
         state.grace = min(state.grace, 1.0)
+        _close_lifeline(state)
+    for stopper, _ in live:
         stopper()
     _restore_sigterm()
     if callable(previous):
