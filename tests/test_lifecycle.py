@@ -329,19 +329,22 @@ def test_cleanup_finds_what_a_killed_host_and_reaper_left(tmp_path, runs_root, h
     assert nothing_left_within(ready, runs_root, BOUND_S) == {}
 
 
-def test_exec_is_recorded_and_reaped_when_killed(tmp_path, runs_root, host_cleanup):
-    code = "import os, sys; print(os.getpid(), flush=True); sys.stdin.read()"
-    host = subprocess.Popen([sys.executable, "-m", "dacstyle.cli", "exec", "--runtime", "process", "x.sif", "--",
-                             sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("runtime", ["process", pytest.param("bwrap", marks=pytest.mark.container)])
+def test_exec_is_recorded_and_reaped_when_killed(runtime, request, tmp_path, runs_root, host_cleanup):
+    image = str(request.getfixturevalue("packed_image")) if runtime == "bwrap" else "x.sif"
+    python = "python3" if runtime == "bwrap" else sys.executable
+    host = subprocess.Popen([sys.executable, "-m", "dacstyle.cli", "exec", "--runtime", runtime, image, "--", python,
+                             "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     host_cleanup.append(host)
-    payload = int(readline(host.stdout, 60))
+    assert readline(host.stdout, 120) == "ready\n"
     (run,) = run_folders(runs_root)
     deadline = time.monotonic() + 30
-    while json.loads((run / "owner.json").read_text()).get("pid") != payload:  # recorded once the reaper reports
+    while "pid" not in json.loads((run / "owner.json").read_text()):  # recorded once the reaper reports
         assert time.monotonic() < deadline, "exec's payload was never recorded"
         time.sleep(0.01)
     ready = {"pids": sorted(descendants(host.pid)), "runs": [str(run)]}
-    assert payload in ready["pids"]
+    assert json.loads((run / "owner.json").read_text())["pid"] in ready["pids"]
     host.kill()
     host.wait(10)
     assert nothing_left_within(ready, runs_root, BOUND_S) == {}
