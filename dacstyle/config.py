@@ -86,8 +86,8 @@ _SETTINGS: dict[str, tuple[Any, Any, str]] = {
                  "download progress bar: auto (only on a terminal), always, never"),
     "max_submission_bytes": (_positive(int), 100 * 1024**2, "largest competition submission file the grader reads"),
     "sandbox_tmpfs_size": (_positive(int), 2 * 1024**3, "bytes of each tmpfs in a bwrap container (/tmp, /run, $HOME)"),
-    "sandbox_max_processes": (_positive(int), 1024, "processes a container may hold (cgroup pids where "
-                              "delegated, else RLIMIT_NPROC)"),
+    "sandbox_max_processes": (_positive(int), 4096, "processes and threads a container may hold (a pids cgroup "
+                              "where delegated, else RLIMIT_NPROC, which also counts the user's own)"),
     "sandbox_max_memory": (_positive(int), _half_the_memory(), "bytes of data each container process may map "
                            "(RLIMIT_DATA; default half the RAM)"),
     "sandbox_max_file_size": (_positive(int), 8 * 1024**3, "largest file a container process may write (RLIMIT_FSIZE)"),

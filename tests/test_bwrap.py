@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -167,3 +168,107 @@ def test_image_whose_python_lacks_dacstyle_fails_fast_with_stderr(packed_image, 
     assert "dacstyle" in str(info.value)
     assert installed.exists()
 
+
+
+# -- the sandbox's limits (issue 8); the attacks themselves run in tests/test_competition_remote.py ---------
+
+def test_limits_launcher_sets_the_rlimits_then_runs_the_command():
+    from dacstyle.runtimes.limits import Limits, launcher_argv
+
+    code = ("import json, resource; print(json.dumps([resource.getrlimit(getattr(resource, 'RLIMIT_' + n)) "
+            "for n in ('NPROC', 'DATA', 'FSIZE')]))")
+    argv = [*launcher_argv(Limits(processes=4000, memory=3 << 30, file_size=5 << 20)), sys.executable, "-c", code]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(done.stdout) == [[4000, 4000], [3 << 30, 3 << 30], [5 << 20, 5 << 20]]
+
+
+def test_sandbox_argv_drops_privileges_sizes_tmpfs_and_cuts_the_network(tmp_path):
+    from dacstyle.config import config
+    from dacstyle.runtimes.bwrap import sandbox_argv
+
+    config.sandbox_tmpfs_size = 12345
+    argv = sandbox_argv(tmp_path, [], {}, network=False)
+    bwrap = argv[argv.index("bwrap"):]
+    assert bwrap[bwrap.index("--cap-drop") + 1] == "ALL" and "--disable-userns" in bwrap
+    assert bwrap[bwrap.index("--unshare-user"):bwrap.index("--unshare-user") + 5] == [
+        "--unshare-user", "--uid", "65534", "--gid", "65534"]
+    for folder in ("/tmp", "/run"):
+        at = bwrap.index(folder)
+        assert bwrap[at - 3:at] == ["--size", "12345", "--tmpfs"], folder
+    assert "--unshare-net" in bwrap and "--unshare-net" not in sandbox_argv(tmp_path, [], {})
+    assert argv[:3] == [sys.executable, "-I", "-S"] and "--nproc" in argv[:argv.index("bwrap")]
+
+
+def test_a_server_gets_no_network_unless_it_is_allowed(packed_image, no_leftovers):
+    import socket
+
+    from dacstyle.benchmarks.spec import Benchmark
+    from dacstyle.config import config
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        # the served object is a connection to the host's port, made by the server as it builds it
+        dial = Benchmark(name="dial", entry_point="socket:create_connection", seed_key="", methods=["fileno"],
+                         config={"address": ["127.0.0.1", listener.getsockname()[1]], "timeout": 5})
+        with RemoteRunner(dial, runtime="bwrap", image=packed_image) as runner:
+            with pytest.raises(errors.BenchmarkError, match="ConnectionRefusedError"):  # its own, empty network
+                runner.get_object()
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        config.sandbox_network = True
+        with RemoteRunner(dial, runtime="bwrap", image=packed_image) as runner:
+            runner.get_object()
+            listener.setblocking(True)
+            listener.settimeout(10)
+            listener.accept()[0].close()  # the same server reaches the host once allowed
+
+
+def test_a_run_has_its_own_pids_cgroup_and_it_is_gone_after_close(packed_image, no_leftovers):
+    from dacstyle.config import config
+    from dacstyle.runtimes.limits import _own_cgroup_dirs
+
+    parents = [d for d in _own_cgroup_dirs() if os.access(d, os.W_OK)]
+    if not parents:
+        pytest.skip("the host delegates no pids cgroup here (RLIMIT_NPROC is the limit)")
+    config.sandbox_max_processes = 321
+    with RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=packed_image) as runner:
+        runner.get_environment().reset()
+        cgroup = parents[0] / f"dacstyle-{runner.server.run.path.name}"
+        assert (cgroup / "pids.max").read_text().strip() == "321"
+        assert len((cgroup / "cgroup.procs").read_text().split()) >= 2  # bwrap's init and the server
+    assert not cgroup.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv for a second uid")
+def test_for_a_non_root_host_rlimit_nproc_stops_a_fork_flood_in_the_user_namespace():
+    from dacstyle.runtimes.limits import Limits, launcher_argv
+
+    flood = ("import os, time\nforked = 0\n"
+             "try:\n    while forked < 500:\n        if os.fork() == 0:\n            time.sleep(20)\n            os._exit(0)\n"
+             "        forked += 1\nexcept OSError as exc:\n    print('stopped', forked, exc.errno)\nelse:\n    print('ran', forked)\n")
+    system_python = shutil.which("python3", path="/usr/bin:/bin")  # one the second uid may run
+    if system_python is None:
+        pytest.skip("no system python3 for the second uid")
+    sandbox = ["bwrap", "--die-with-parent", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--unshare-pid",
+               "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+    argv = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+            *launcher_argv(Limits(processes=30, memory=1 << 32, file_size=1 << 30)), *sandbox, system_python, "-c", flood]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[:1] == ["stopped"] and int(done.stdout.split()[1]) < 30, (done.stdout, done.stderr)
+
+
+def test_a_bubblewrap_too_old_for_the_sandbox_flags_is_refused_by_name(tmp_path, monkeypatch):
+    from dacstyle.runtimes import get_runtime
+    from dacstyle.runtimes.bwrap import BwrapRuntime, bwrap_version
+
+    old = tmp_path / "bwrap"
+    old.write_text("#!/bin/sh\necho bubblewrap 0.6.1\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    bwrap_version.cache_clear()
+    try:
+        assert bwrap_version() == (0, 6, 1) and not BwrapRuntime.available()
+        with pytest.raises(errors.RuntimeUnavailableError, match=r"0\.8 or newer .*this one is 0\.6\.1"):
+            get_runtime("bwrap")
+    finally:
+        bwrap_version.cache_clear()

@@ -222,3 +222,36 @@ def test_closing_an_environment_of_a_dead_server_is_quiet(no_leftovers):
         runner.server.process.wait(5)
         env.close()
         env.close()
+
+
+def test_a_spec_declares_which_of_its_own_exceptions_arrive_as_their_type(tmp_path, monkeypatch, no_leftovers):
+    """Undeclared, a benchmark's own exception is a RemoteError; declared, it is rebuilt with its attributes."""
+    from dacstyle.benchmarks import Benchmark
+
+    (tmp_path / "failing_bench.py").write_text(textwrap.dedent("""\
+        class OutOfBudget(Exception):
+            def __init__(self, message, spent=0):
+                super().__init__(message)
+                self.spent = spent
+
+        class Objective:
+            def evaluate(self, x):
+                raise OutOfBudget("budget exhausted", spent=x)
+
+        def make():
+            return Objective()
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import failing_bench
+
+    spec = dict(name="failing", entry_point="failing_bench:make", methods=["evaluate"])
+    with RemoteRunner(Benchmark(**spec), runtime="process") as runner:
+        with pytest.raises(errors.RemoteError, match="budget exhausted") as plain:
+            runner.get_object().evaluate(3)
+    assert plain.value.remote_type == "failing_bench.OutOfBudget"
+    with RemoteRunner(Benchmark(**spec, exceptions=["failing_bench:OutOfBudget"]), runtime="process") as runner:
+        with pytest.raises(failing_bench.OutOfBudget, match="budget exhausted") as declared:
+            runner.get_object().evaluate(7)
+    assert declared.value.spent == 7
+    with pytest.raises(errors.BenchmarkError, match="do not name exception classes"):
+        Benchmark(**spec, exceptions=["failing_bench:make"]).exception_types()

@@ -182,6 +182,21 @@ def test_call_flags_the_client_never_sets_close_the_connection(probe, flag):
     assert obj.echo(7) == 7
 
 
+def test_the_tcp_endpoint_has_the_same_guard(no_leftovers):
+    """Across nodes anyone may connect: a compressed or oversized handshake over TCP is dropped too."""
+    with Server.start(ProcessRuntime(), tcp="127.0.0.1:0") as server:
+        host, _, port = server.channel.location[len("tcp:"):].rpartition(":")
+        token = server.run.token()
+        for frame in (handshake_frame(token, flags=pyro_protocol.FLAGS_COMPRESSED), handshake_frame(token, pad=64 * 1024)):
+            with socket.create_connection((host, int(port)), timeout=10) as raw:
+                raw.sendall(frame)
+                data, closed = read_until_closed(raw)
+            assert closed and reply_type(data) != pyro_protocol.MSG_CONNECTOK
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(handshake_frame(token))
+            assert answer(raw)[0] == pyro_protocol.MSG_CONNECTOK
+
+
 def test_oversized_handshake_frame_is_dropped(probe):
     """A 64 KiB handshake (well under the 256 MiB frame cap) is refused: before authentication frames are tiny."""
     runner, obj = probe

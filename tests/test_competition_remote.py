@@ -210,9 +210,9 @@ def test_planted_submissions_are_invalid_and_no_link_is_followed(hostile, compet
     host_file = tmp_path / "host-secret.csv"
     host_file.write_text("PassengerId,Transported\nHOST-SECRET-LINE,True\n")
     tricks = {
+        "link to the host answers": f"os.symlink({str(private)!r}, target)",  # found in /proc/self/mountinfo
         "link to ../competition/private": "os.symlink('../competition/private/answers.csv', target)",
         "link to /competition/private": "os.symlink('/competition/private/answers.csv', target)",
-        "link to the host answers": f"os.symlink({str(private)!r}, target)",
         "link to a host file": f"os.symlink({str(host_file)!r}, target)",
         "fifo": "os.mkfifo(target)",
         "directory": "os.mkdir(target)",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import dacstyle
+from dacstyle.errors import ImageError
 from dacstyle.images.pack import pack_directory, pack_environment, pack_squashfs
 from dacstyle.images.sif import open_image, verify_image
 
@@ -161,3 +162,24 @@ def test_packed_environment_runs_python_under_bwrap(env_image, tmp_path):
         print(f"\nimport numpy+sklearn+gymnasium: {heavy:.2f}s, dacstyle.container.server: "
               f"{light:.2f}s", file=sys.stderr)
         assert light < 5  # generous for loaded CI machines; ~0.1 s measured
+
+
+@needs_mksquashfs
+def test_packing_onto_a_full_disk_is_an_image_error_and_leaves_nothing(tmp_path):
+    """A 1 MiB tmpfs (root only): the environment and a folder bigger than it both fail cleanly."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True, timeout=30)
+    try:
+        folder = tmp_path / "big"
+        folder.mkdir()
+        (folder / "noise.bin").write_bytes(os.urandom(4 << 20))
+        with pytest.raises(ImageError, match="cannot write the image|No space left on device"):
+            pack_directory(folder, disk / "dir.sif")
+        with pytest.raises(ImageError, match="cannot write the image|No space left on device"):
+            pack_environment(disk / "env.sif", progress=False)
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False, timeout=30)

@@ -144,3 +144,10 @@ def test_rerun_pulls_a_referenced_image_again_by_digest_and_refuses_other_conten
     file_server.add("env.sif", tmp_path / "other.sif")  # the reference now serves something else
     with pytest.raises(DigestMismatchError, match="now serves another image than the run used"):
         rerun(folder)
+
+
+def test_a_run_without_seeds_cannot_repeat_and_the_rerun_says_why(tmp_path, no_leftovers):
+    folder = logged_run(tmp_path, SigmoidBenchmark(), episodes=2)  # no benchmark seed: nothing to repeat
+    assert json.loads((folder / "manifest.json").read_text())["agent"]["seed"] is None
+    outcome = rerun(folder)
+    assert not outcome.identical and outcome.difference.endswith("the benchmark had no seed, so its runs cannot repeat")

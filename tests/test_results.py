@@ -173,3 +173,39 @@ def test_progress_bar_over_episodes_when_asked_and_off_when_nobody_watches(tmp_p
     assert "/3 [" not in capfd.readouterr().err
     run_sigmoid(tmp_path, 3, progress=False)
     assert "/3 [" not in capfd.readouterr().err
+
+
+def test_a_run_stopped_by_an_error_leaves_a_folder_that_reads_back(tmp_path, no_leftovers):
+    class FailsInThirdEpisode(RandomAgent):
+        def __init__(self, env):
+            super().__init__(env)
+            self.acts = 0
+
+        def act(self, state, reward):
+            self.acts += 1
+            if self.acts == 25:
+                raise RuntimeError("agent crashed")
+            return super().act(state, reward)
+
+    runs = tmp_path / "runs"
+    with pytest.raises(RuntimeError, match="agent crashed"):
+        run_sigmoid(tmp_path, 5, agent=FailsInThirdEpisode)
+    (folder,) = runs.iterdir()
+    loaded = RunResults.load(folder)
+    assert loaded.lengths == [10, 10] and loaded.manifest["episodes_completed"] == 2
+
+
+def test_logged_actions_and_infos_are_the_codecs_lossless_json(tmp_path, no_leftovers):
+    """The log speaks the channel's codec: an action comes back with its dtype and bits, not a repr."""
+    from dacstyle import codec
+
+    bench = SigmoidBenchmark().set_seed(5)
+    agent = RandomAgent(bench.get_environment(), seed=5)
+    with RemoteRunner(bench, runtime="process", runs_dir=tmp_path) as runner:
+        results = runner.run(agent, 1)
+    local = bench.get_environment()
+    local.action_space.seed(5)
+    step = next(read_episodes(results.path))["steps"][0]
+    action = codec.decode(step["action"])
+    assert isinstance(action, np.ndarray) and action.dtype == local.action_space.sample().dtype
+    assert isinstance(codec.decode(step["info"]), dict)

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 
+from dacstyle import codec
 from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.config import config
 from dacstyle.errors import BenchmarkError
@@ -38,24 +38,9 @@ from .localcode import CODE_INSIDE, LocalModule, local_modules
 from .proxies import RemoteEnvironment, RemoteObject
 from .server import Server
 
-__all__ = ["RemoteRunner", "RunResults", "to_jsonable"]
+__all__ = ["RemoteRunner", "RunResults"]
 
 log = logging.getLogger(__name__)
-
-
-def to_jsonable(value: Any) -> Any:
-    """A best-effort plain-JSON copy of a value, for logs and manifests."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
 
 
 class RemoteRunner:
@@ -275,7 +260,7 @@ class RemoteRunner:
         if "submission" not in (self.benchmark.grader or {}).get("binds", {}):
             raise BenchmarkError(f"{self.benchmark.name!r} has a grader but no 'submission' bind to grade")
         report = self.grader.grade({"path": "submission.csv"})  # type: ignore[attr-defined]
-        _write_json(folder / "grade.json", to_jsonable(report))
+        _write_json(folder / "grade.json", codec.encode(report))
         return report
 
     def _new_run_folder(self) -> Path:
@@ -295,7 +280,7 @@ class RemoteRunner:
             "local_code": [module.record() for module in self.local_code],
             "host": versions(),
             "server": self.server.hello,
-            "config": to_jsonable({k: str(v) if isinstance(v, Path) else v for k, v in config.as_dict().items()}),
+            "config": codec.encode({k: str(v) if isinstance(v, Path) else v for k, v in config.as_dict().items()}),
         }
 
     def _describe_image(self) -> dict[str, Any]:

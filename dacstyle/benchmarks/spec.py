@@ -65,6 +65,9 @@ class Benchmark:
     sees it (DST in a container, SRC with the process runtime). ``grader`` is the
     spec (as a dict) of a grader served in its own container; the runner starts
     it first and ``"{grader}"`` names the folder holding its agent endpoint.
+    ``exceptions`` names the benchmark's own exception classes (``"module:Class"``)
+    that arrive on the host as their own type; any other non-builtin, non-dacstyle
+    exception arrives as a ``RemoteError`` (the codec builds nothing it was not told to).
     """
 
     name: str
@@ -78,6 +81,7 @@ class Benchmark:
     binds: dict[str, str] = field(default_factory=dict)
     grader: dict[str, Any] | None = None
     factory: bool = True
+    exceptions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -102,6 +106,8 @@ class Benchmark:
             bad = [m for m in names if not _servable(m)]
             if bad:
                 raise BenchmarkError(f"{attr} must be public identifiers or '__call__', not {bad}")
+        if not isinstance(self.exceptions, list) or not all(isinstance(e, str) and ":" in e for e in self.exceptions):
+            raise BenchmarkError(f"exceptions must be a list of 'module:Class' names, not {self.exceptions!r}")
         if self.agent_methods and not set(self.agent_methods) <= set(self.methods or ()):
             raise BenchmarkError("agent_methods must be a subset of methods")
         from ..runtimes.base import Bind
@@ -117,6 +123,14 @@ class Benchmark:
             json.dumps(self.config, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise BenchmarkError(f"config of {self.name!r} is not plain JSON: {exc}") from exc
+
+    def exception_types(self) -> tuple[type[BaseException], ...]:
+        """The classes ``exceptions`` names, imported here (the host trusts its own spec)."""
+        types = tuple(load_entry_point(name) for name in self.exceptions)
+        bad = [name for name, t in zip(self.exceptions, types) if not (isinstance(t, type) and issubclass(t, BaseException))]
+        if bad:
+            raise BenchmarkError(f"exceptions {bad} do not name exception classes")
+        return types  # type: ignore[return-value]
 
     # -- the spec ------------------------------------------------------------------
     def set_seed(self, seed: int | None) -> "Benchmark":

@@ -13,6 +13,7 @@ and compresses with every core.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from dacstyle.errors import ImageError
 from dacstyle.images.envtree import EnvTree, collect_environment
@@ -101,6 +103,15 @@ def _wait(proc: subprocess.Popen, what: str) -> None:
         raise ImageError(f"mksquashfs failed for {what} (exit {proc.returncode}): {tail}")
 
 
+@contextlib.contextmanager
+def _disk_errors(out: Path) -> Iterator[None]:
+    """A full or read-only disk while packing is an ImageError; the temporary files go with it."""
+    try:
+        yield
+    except OSError as exc:
+        raise ImageError(f"cannot write the image {out}: {exc.strerror or exc}") from exc
+
+
 def _inspect_metadata(labels: dict[str, str], deffile: str | None) -> bytes:
     """Apptainer's ``inspect-metadata.json`` object (its inspect.Metadata format)."""
     attributes: dict[str, object] = {"labels": dict(sorted(labels.items()))}
@@ -146,7 +157,7 @@ def pack_directory(src_dir: str | os.PathLike[str], out_sif: str | os.PathLike[s
     if not src.is_dir():
         raise ImageError(f"{src}: not a directory")
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dacstyle-pack-", dir=out.parent) as tmp:
+    with _disk_errors(out), tempfile.TemporaryDirectory(prefix="dacstyle-pack-", dir=out.parent) as tmp:
         squashfs = Path(tmp) / "root.squashfs"
         argv = [_mksquashfs(), str(src), str(squashfs), "-noappend", "-all-root", "-no-progress",
                 *_compression_args(compression, compression_level)]
@@ -205,7 +216,7 @@ def pack_environment(out_sif: str | os.PathLike[str], *, labels: dict[str, str] 
                    json.dumps(all_labels, indent=2, sort_keys=True).encode())
     if progress is None:
         progress = sys.stderr.isatty()
-    with tempfile.TemporaryDirectory(prefix="dacstyle-pack-", dir=out.parent) as tmp:
+    with _disk_errors(out), tempfile.TemporaryDirectory(prefix="dacstyle-pack-", dir=out.parent) as tmp:
         tree.materialize(Path(tmp), progress)
         result = pack_directory(tmp, out, deffile=deffile, labels=all_labels, compression=compression,
                                 compression_level=compression_level, processors=processors)

@@ -22,6 +22,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from dacstyle import codec
+
 from ..errors import RunFolderError
 
 __all__ = ["LogSteps", "EpisodeLog", "observation_digest", "read_episodes", "read_manifest", "check_log_steps"]
@@ -75,9 +77,7 @@ class EpisodeLog:
     def __init__(self, path: Path, log_steps: LogSteps = True) -> None:
         self.log_steps = check_log_steps(log_steps)
         self.every = 1 if log_steps is True else (0 if log_steps is False else int(log_steps))
-        from dacstyle.container.client.runner import to_jsonable  # here: the runner imports this module
-
-        self._jsonable = to_jsonable
+        self._jsonable = codec.encode  # the channel's own lossless JSON form: one codec, all the way
         self._file = open(path, "w")
         self.digests: list[dict[str, Any]] = []
         self._steps: list[dict[str, Any]] = []

@@ -55,11 +55,16 @@ def build_agent(record: dict[str, Any] | None, env: Any) -> Any:
     """Rebuild an agent from its manifest record: ``entry_point(env, **config)``."""
     from ..benchmarks.spec import load_entry_point
 
+    _check_rebuildable(record)
+    assert record is not None
+    return load_entry_point(record["entry_point"])(env, **(record.get("config") or {}))
+
+
+def _check_rebuildable(record: dict[str, Any] | None) -> None:
     if not record or not record.get("entry_point"):
         what = (record or {}).get("class", "an agent")
         raise RunFolderError(f"the run's agent ({what}) cannot be rebuilt: it has no describe(); "
                              "only agents that describe themselves (the shipped baselines) can be re-run")
-    return load_entry_point(record["entry_point"])(env, **(record.get("config") or {}))
 
 
 def run_image(record: dict[str, Any] | None) -> Path | None:
@@ -105,6 +110,7 @@ def rerun(folder: Path | str, *, runtime: str | None = None, out: Path | str | N
     episodes = sum(1 for _ in read_episodes(folder, manifest, with_steps=False))
     if episodes == 0:
         raise RunFolderError(f"{folder} has no completed episode to re-run")
+    _check_rebuildable(manifest.get("agent"))  # before any container starts
     bench = Benchmark.from_json(json.dumps(manifest["benchmark"]))
     image = run_image(manifest.get("image"))
     runtime = runtime or (manifest.get("runtime") or {}).get("name")
@@ -117,7 +123,10 @@ def rerun(folder: Path | str, *, runtime: str | None = None, out: Path | str | N
             again = runner.run(agent, episodes, log_steps=manifest.get("log_steps", True), progress=progress)
         result = compare_runs(folder, again.path)
         kept = again.path if out is not None else None
-        return Comparison(result.identical, result.compared, result.difference, kept)
+        difference = result.difference
+        if difference and manifest.get("seed") is None:
+            difference += "; the benchmark had no seed, so its runs cannot repeat"
+        return Comparison(result.identical, result.compared, difference, kept)
 
 
 def compare_runs(original: Path | str, again: Path | str) -> Comparison:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dacstyle import codec
+
 from ..errors import MissingDependencyError
 from .log import read_episodes, read_manifest
 
@@ -45,7 +47,7 @@ class RunResults:
         if grade.is_file():
             import json
 
-            extra["grade"] = json.loads(grade.read_text())
+            extra["grade"] = codec.decode(json.loads(grade.read_text()))
         return cls(manifest["benchmark"]["name"], episodes, folder, extra, manifest)
 
     # -- numbers -------------------------------------------------------------------

@@ -22,8 +22,10 @@ bound run folder.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,9 +41,22 @@ __all__ = ["BwrapRuntime", "mount_image", "sandbox_argv"]
 
 HOME_INSIDE = "/home/dacstyle"
 _PRIVATE = ("proc", "dev", "tmp", "run", "home", "sys")  # never taken from the image
+MIN_BWRAP = (0, 8)  # --size and --disable-userns
 SANDBOX_UID = "65534"  # nobody: the payload's uid and gid inside its user namespace
 _BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
              "HOME": HOME_INSIDE}
+
+
+@functools.lru_cache(maxsize=None)
+def bwrap_version() -> tuple[int, ...]:
+    """bubblewrap's version as numbers, (0,) when it is missing or says something else."""
+    found = shutil.which("bwrap")
+    try:
+        text = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=10).stdout if found else ""
+    except (OSError, subprocess.TimeoutExpired):
+        text = ""
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(part) for part in match.groups(default="0")) if match else (0,)
 
 
 def mount_image(image: Path, mountpoint: Path, timeout: float = 30.0) -> None:
@@ -138,7 +153,17 @@ class BwrapRuntime(Runtime):
 
     @classmethod
     def available(cls) -> bool:
-        return all(shutil.which(tool) for tool in ("bwrap", "squashfuse", "fusermount3")) and os.path.exists("/dev/fuse")
+        tools = all(shutil.which(tool) for tool in ("bwrap", "squashfuse", "fusermount3")) and os.path.exists("/dev/fuse")
+        return tools and bwrap_version() >= MIN_BWRAP
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        """Which tool is missing, or that bwrap is too old for the sandbox's flags."""
+        version = bwrap_version()
+        if shutil.which("bwrap") and version < MIN_BWRAP:
+            return (f"runtime 'bwrap' needs bubblewrap {'.'.join(map(str, MIN_BWRAP))} or newer (--size, "
+                    f"--disable-userns); this one is {'.'.join(map(str, version))}")
+        return "runtime 'bwrap' needs bwrap, squashfuse, fusermount3 and /dev/fuse"
 
     def _rootfs(self, spec: LaunchSpec) -> Path:
         return spec.run.path / "rootfs"
@@ -155,7 +180,7 @@ class BwrapRuntime(Runtime):
 
     def prepare(self, spec: LaunchSpec) -> list[Callable[[], None]]:
         if not self.available():
-            raise RuntimeUnavailableError("runtime 'bwrap' needs bwrap, squashfuse, fusermount3 and /dev/fuse")
+            raise RuntimeUnavailableError(self.unavailable_reason())
         if spec.image is None:
             raise ContainerError("runtime 'bwrap' needs an image")
         rootfs = self._rootfs(spec)

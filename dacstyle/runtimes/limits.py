@@ -3,8 +3,9 @@
 Two mechanisms, both inherited by everything the container starts:
 
 * rlimits, set by a tiny launcher (this file run as a script with ``python -I -S``,
-  stdlib only) that then execs the runtime: ``RLIMIT_NPROC`` (counted per user
-  namespace, so per container), ``RLIMIT_DATA`` and ``RLIMIT_FSIZE``;
+  stdlib only) that then execs the runtime: ``RLIMIT_NPROC`` (counted in the
+  container's user namespace, and, as Linux does, against all the user's tasks
+  on the host too), ``RLIMIT_DATA`` and ``RLIMIT_FSIZE``;
 * a ``pids`` cgroup, where the host delegates one to us (we may create a child
   of our own cgroup): the launcher joins it before the exec. The kernel does not
   apply ``RLIMIT_NPROC`` to processes whose host uid is 0, so for a root host
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["Limits", "launcher_argv", "make_cgroup", "remove_cgroup"]
@@ -74,10 +77,14 @@ def _own_cgroup_dirs() -> list[Path]:
 
 
 def make_cgroup(name: str, processes: int) -> Path | None:
-    """A child ``pids`` cgroup of our own with ``pids.max = processes``, or None where not delegated."""
+    """A child ``pids`` cgroup of our own with ``pids.max = processes``, or None where not delegated.
+
+    Empty ``dacstyle-*`` siblings older than a minute (left by a killed host) are removed first.
+    """
     for parent in _own_cgroup_dirs():
         if not os.access(parent, os.W_OK):
             continue
+        _sweep(parent)
         child = parent / name
         try:
             child.mkdir()
@@ -91,17 +98,37 @@ def make_cgroup(name: str, processes: int) -> Path | None:
     return None
 
 
-def remove_cgroup(path: Path) -> None:
-    """Remove a cgroup made by :func:`make_cgroup` (its processes are gone by then)."""
-    try:
-        path.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError:  # a task still exiting: it cannot be removed before it is reaped
+def _sweep(parent: Path, age: float = 60.0) -> None:
+    for stale in parent.glob("dacstyle-*"):
         try:
-            (path / "pids.max").write_text("0")  # at least nothing new starts in it
+            if time.time() - stale.stat().st_mtime > age:
+                stale.rmdir()  # refused while a process is in it
         except OSError:
             pass
+
+
+def remove_cgroup(path: Path, timeout: float = 2.0) -> None:
+    """Kill what is still in a cgroup made by :func:`make_cgroup`, then remove it (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # tasks still exiting after the container's pid 1 died
+            if time.monotonic() >= deadline:
+                return  # an empty one is swept by the next make_cgroup
+        try:
+            pids = [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
+        except OSError:
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.005)  # the kernel gives no event for "cgroup now empty" on v1
 
 
 def _main(args: list[str]) -> None:

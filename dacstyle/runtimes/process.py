@@ -1,7 +1,8 @@
 """The ``process`` runtime: the server as a plain subprocess of this interpreter.
 
-Same entry point and protocol as the container runtimes, no isolation at all:
-for laptops without a container system, teaching and debugging.
+Same entry point and protocol as the container runtimes, no isolation at all
+(files, privileges, network, process and memory limits: all the host's): for
+laptops without a container system, teaching and debugging.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ProcessRuntime(Runtime):
         ignored = " (the image is ignored; binds are the host folders themselves)" if spec.image is not None else ""
         warnings.warn(
             f"runtime 'process' isolates nothing: the benchmark runs as a plain subprocess of this "
-            f"Python environment{ignored}",
+            f"Python environment, with your files, privileges, network and no limits{ignored}",
             IsolationWarning,
             stacklevel=2,
         )
