@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import textwrap
 import time
 
 import numpy as np
