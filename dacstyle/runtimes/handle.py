@@ -37,7 +37,7 @@ from ..errors import ServerStartError
 from . import reaper
 from .rundir import RunDir
 
-__all__ = ["Handle", "LocalProcess", "live_handles"]
+__all__ = ["Handle", "LocalProcess"]
 
 _STARTED_TIMEOUT_S = 30.0
 _LIVE: "dict[weakref.finalize, _State]" = {}
@@ -239,12 +239,6 @@ class LocalProcess(Handle):
     def stop(self, timeout: float = 5.0) -> None:
         self._state.grace = timeout
         self._stopper()
-
-
-def live_handles() -> int:
-    """How many handles of this process are not stopped yet."""
-    with _LIVE_LOCK:
-        return len(_LIVE)
 
 
 def _remember(stopper: weakref.finalize, state: _State) -> None:
