@@ -211,7 +211,7 @@ class LocalProcess(Handle):
             self._state.ended, self._state.code = True, 127  # nothing to wait for
             self.stop(timeout=1.0)
             why = line[len("error "):] if line and line.startswith("error ") else "the reaper did not start it"
-            raise ServerStartError(f"cannot start {argv[0]!r}: {why}")
+            raise ServerStartError(f"cannot start the command: {why}")
         _, pid, started = line.split()
         self.pid = int(pid)
         run.record(pid=self.pid, pid_start=int(started) if started.isdigit() else None)

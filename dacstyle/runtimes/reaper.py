@@ -191,7 +191,7 @@ def serve(run: str, control: int, argv: list[str]) -> int:
         child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         _send(control, f"started {child} {start_time(child)}")
     except OSError as exc:
-        _send(control, f"error {exc}")
+        _send(control, f"error {exc.strerror}: {exc.filename or argv[0]}")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)  # the payload holds the pipes now: its exit alone closes them for the host
     os.dup2(null, 1)
