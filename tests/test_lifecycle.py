@@ -350,6 +350,13 @@ def test_exec_is_recorded_and_reaped_when_killed(runtime, request, tmp_path, run
     assert nothing_left_within(ready, runs_root, BOUND_S) == {}
 
 
+def test_runs_another_node_recorded_are_never_swept(runs_root, no_leftovers):
+    run = RunDir.create()
+    run.record(node="another-node", host_pid=1 << 22, host_start=None)  # a dead pid here means nothing there
+    assert cleanup_stale(force=True) == [] and run.path.is_dir()
+    run.remove()
+
+
 def test_runs_of_a_live_host_are_never_swept(runs_root, no_leftovers):
     with RemoteRunner(probe_benchmark(), runtime="process") as first:
         obj = first.get_object()

@@ -7,7 +7,7 @@ under 108 bytes). Layout::
     RUN/host/          token (0600) and server.sock; bound into the container
     RUN/agent/         agent token and agent.sock (only for an agent endpoint)
     RUN/server.log     the server's stderr (host side only)
-    RUN/owner.json     host, reaper and payload pids (with start times), mounts: what ``cleanup`` needs
+    RUN/owner.json     node; host, reaper and payload pids (with start times); mounts, cgroups: what ``cleanup`` needs
 
 While the host lives, the run's reaper (:mod:`dacstyle.runtimes.reaper`) removes
 the folder when the host stops the run or dies; :func:`cleanup_stale` removes
@@ -83,7 +83,7 @@ class RunDir:
             for side in ("host", "agent") if agent else ("host",):
                 (path / side).mkdir(mode=0o700)
                 run.write_secret(f"{side}/token", secrets.token_urlsafe(32))
-            run.record(host_pid=os.getpid(), host_start=start_time(os.getpid()), mounts=[])
+            run.record(node=os.uname().nodename, host_pid=os.getpid(), host_start=start_time(os.getpid()), mounts=[])
         except OSError as exc:
             run.remove()
             raise ContainerError(f"cannot write the run folder {path}: {exc.strerror}") from exc
@@ -140,9 +140,11 @@ def cleanup_stale(root: Path | None = None, force: bool = False) -> list[str]:
     """Remove runs whose host process is gone: kill their processes, unmount, delete folders.
 
     Returns one line per thing removed. ``force`` also removes runs whose host is
-    alive (use only when no dacstyle run is in progress).
+    alive (use only when no dacstyle run is in progress). Runs another node
+    recorded (a shared folder) are never touched: their pids mean nothing here.
     """
     root = root or runs_root()
+    node = os.uname().nodename
     done: list[str] = []
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
@@ -154,6 +156,8 @@ def cleanup_stale(root: Path | None = None, force: bool = False) -> list[str]:
             except OSError:
                 continue
             owner = {}
+        if owner.get("node", node) != node:
+            continue
         if not force and same_process(owner.get("host_pid"), owner.get("host_start")):
             continue
         for role, pid, started in (("reaper", owner.get("reaper_pid"), owner.get("reaper_start")),
