@@ -185,7 +185,8 @@ def serve(run: str, control: int, argv: list[str]) -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the poll through wake_w
     signal.signal(signal.SIGINT, lambda *_: None)  # Ctrl-C is the payload's business; the reaper stays to clean
-    signal.signal(signal.SIGTERM, lambda *_: signal_tree(me, signal.SIGTERM))
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # passed on to the tree; the reaper stays until the host's line ends
+        signal.signal(sig, lambda *_: signal_tree(me, signal.SIGTERM))
     child: int | None = None
     try:  # posix_spawnp, not subprocess: a lighter start; what Python ignores is reset to the default
         child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
