@@ -23,6 +23,7 @@ from gymnasium.utils.env_checker import check_env
 from dacstyle import RemoteRunner, errors
 from dacstyle.benchmarks import SigmoidBenchmark
 from dacstyle.config import config
+from dacstyle.container.client.server import server_argv, server_network
 from dacstyle.runtimes import Bind, LaunchSpec, get_runtime
 from dacstyle.runtimes.apptainer import ApptainerRuntime, SingularityRuntime
 from dacstyle.runtimes.rundir import RunDir
@@ -77,10 +78,16 @@ GOLDEN_CASES = {
 }
 
 
+def server_command(runtime, spec: LaunchSpec, tcp: str | None = None) -> list[str]:
+    """The full argv a server is launched with (its network as Server.start decides it)."""
+    spec.network = server_network(tcp)
+    return runtime.exec_argv(spec, server_argv(runtime, spec, tcp))
+
+
 def golden_argv(runtime_cls: type, options: dict) -> list[str]:
     options = dict(options)
     run = FakeRun(Path(FAKE_RUN), agent=options.pop("agent", False))
-    argv = runtime_cls().command(LaunchSpec(run=run, image=Path(FAKE_IMAGE), **options))
+    argv = server_command(runtime_cls(), LaunchSpec(run=run, image=Path(FAKE_IMAGE), **options))
     return [os.path.basename(argv[0]), *argv[1:]]  # the binary's folder depends on the machine
 
 
@@ -102,7 +109,7 @@ def test_golden_argv(case: str, fake_binaries):
 def test_argv_is_a_list_without_the_token(fake_binaries, tmp_path):
     tool(fake_binaries[0], "apptainer")
     run = RunDir.create(tmp_path, agent=True)
-    argv = ApptainerRuntime().command(LaunchSpec(run=run, image=tmp_path / "x.sif"))
+    argv = server_command(ApptainerRuntime(), LaunchSpec(run=run, image=tmp_path / "x.sif"))
     assert all(isinstance(item, str) for item in argv)
     assert not any(run.token("host") in item or run.token("agent") in item for item in argv)
     assert "/run/dacstyle/token" in argv and "/run/dacstyle-agent/token" in argv
@@ -117,11 +124,12 @@ def test_servers_get_no_network_unless_they_listen_on_tcp_or_it_is_allowed(fake_
     def has(argv: list[str]) -> bool:
         return any(argv[i:i + 3] == no_network for i in range(len(argv)))
 
-    assert has(ApptainerRuntime().command(spec)) and "--no-privs" in ApptainerRuntime().command(spec)
-    assert not has(ApptainerRuntime().exec_argv(spec, ["true"]))  # dacstyle exec, the LLM service: their own choice
-    assert not has(ApptainerRuntime().command(LaunchSpec(run=run, image=Path(FAKE_IMAGE), tcp="127.0.0.1:0")))
+    assert has(server_command(ApptainerRuntime(), spec)) and "--no-privs" in server_command(ApptainerRuntime(), spec)
+    exec_spec = LaunchSpec(run=run, image=Path(FAKE_IMAGE))
+    assert not has(ApptainerRuntime().exec_argv(exec_spec, ["true"]))  # dacstyle exec, the LLM service: their choice
+    assert not has(server_command(ApptainerRuntime(), spec, tcp="127.0.0.1:0"))
     config.sandbox_network = True
-    assert not has(ApptainerRuntime().command(spec))
+    assert not has(server_command(ApptainerRuntime(), spec))
 
 
 # -- binary resolution ---------------------------------------------------------------------
@@ -148,7 +156,7 @@ def test_neither_binary_is_a_clear_error(fake_binaries, tmp_path):
         get_runtime("apptainer")
     run = RunDir.create(tmp_path)
     with pytest.raises(errors.RuntimeUnavailableError, match="'bwrap'.*'process'"):
-        ApptainerRuntime().command(LaunchSpec(run=run, image=tmp_path / "x.sif"))
+        server_command(ApptainerRuntime(), LaunchSpec(run=run, image=tmp_path / "x.sif"))
 
 
 def test_missing_image_is_image_not_found(fake_binaries, tmp_path):

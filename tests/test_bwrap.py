@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,10 +18,9 @@ from gymnasium.utils.env_checker import check_env
 from dacstyle import RemoteRunner, errors
 from dacstyle.benchmarks import GymnasiumBenchmark, LubyBenchmark, SigmoidBenchmark
 from dacstyle.competitions.sandbox import descendants
-from dacstyle.runtimes.rundir import cleanup_stale
 from dacstyle.testing import probe_benchmark
 
-from conftest import SIF_TESTDATA, assert_identical, dacstyle_inside, local_trajectory, readline, trajectory, wait_gone
+from conftest import SIF_TESTDATA, assert_identical, dacstyle_inside, local_trajectory, trajectory, wait_gone
 
 pytestmark = pytest.mark.container
 
@@ -134,38 +132,6 @@ def test_server_killed_mid_episode_inside_the_container(packed_image, no_leftove
         with pytest.raises(errors.ServerDiedError):
             env.step(env.action_space.sample())
         assert time.monotonic() - started < 1.0
-
-
-HOST_SCRIPT = textwrap.dedent(
-    """
-    import sys, time
-    from dacstyle import RemoteRunner
-    from dacstyle.testing import probe_benchmark
-    runner = RemoteRunner(probe_benchmark(), runtime="bwrap", image=sys.argv[1]).start()
-    print(runner.server.process.pid, runner.server.run.path, flush=True)
-    time.sleep(60)
-    """
-)
-
-
-def test_host_killed_with_sigkill_leaves_nothing_after_cleanup(packed_image, runs_root):
-    host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, str(packed_image)], stdout=subprocess.PIPE, text=True)
-    try:
-        line = readline(host.stdout)
-        bwrap_pid, run_path = int(line.split()[0]), line.split()[1]
-        host.kill()
-        host.wait(5)
-        assert wait_gone([bwrap_pid], 2.0), "container outlived its host by more than 2 s"
-        result = subprocess.run([sys.executable, "-m", "dacstyle.cli", "cleanup"], capture_output=True, text=True,
-                                timeout=60, env={**os.environ})
-        assert result.returncode == 0, result.stderr
-        assert f"unmounted {run_path}/rootfs" in result.stdout
-        assert f"{run_path}/rootfs" not in mounts()
-        assert not os.path.exists(run_path)
-    finally:
-        host.kill()
-        host.wait(5)
-        cleanup_stale()
 
 
 def test_missing_image_is_one_clear_error(tmp_path, no_leftovers):

@@ -333,8 +333,8 @@ class OtherProtocolRuntime(ProcessRuntime):
 
     name = "other-protocol"
 
-    def command(self, spec):
-        argv = super().command(spec)
+    def exec_argv(self, spec, command):
+        argv = super().exec_argv(spec, command)
         start = argv.index("-m")
         code = ("import sys; import dacstyle.container.protocol as p; p.PROTOCOL_VERSION = 99; "
                 "from dacstyle.container.server.main import main; sys.exit(main(sys.argv[1:]))")

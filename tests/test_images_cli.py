@@ -70,10 +70,6 @@ def test_images_list_add_rm_prune(images_env, sif_file, capsys):
 
 
 def test_push_then_pull_in_a_subprocess(images_env, registry, sif_file, tmp_path):
-    try:
-        from dacstyle.cli import main  # noqa: F401
-    except ImportError:
-        pytest.skip("dacstyle.cli.main does not exist yet")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DACSTYLE_")}
     env.update(DACSTYLE_CACHE=str(tmp_path / "subcache"), DACSTYLE_PROGRESS="never")
     target = f"oras://{registry.host}/dacstyle/cli:1"

@@ -89,10 +89,10 @@ def test_service_starts_the_fake_server_like_vllm(tmp_path: Path) -> None:
     assert key not in argv
     service = LLMService(argv, host="127.0.0.1", port=port, api_key=key, env={"VLLM_API_KEY": key}, start_timeout=30)
     with service:
-        pid = service.process.pid
+        pid = service.handle.pid
         assert service.client(retries=0).chat([{"role": "user", "content": "hi"}]) == "served"
         assert key not in repr(service)
-    assert service.process is None
+    assert service.handle is None
     assert not Path(f"/proc/{pid}").exists()
 
 
@@ -121,7 +121,7 @@ def test_service_that_never_gets_ready_hits_the_deadline(tmp_path: Path) -> None
     with pytest.raises(ServerStartError, match="not ready") as caught:
         service.start()
     assert time.monotonic() - start < 8 and "loading weights" in str(caught.value)
-    assert service.process is None
+    assert service.handle is None
 
 
 def test_service_with_the_wrong_key_is_refused(tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_llm_agent_drafts_fixes_validates_and_submits(tmp_path: Path) -> None:
     steps: list[tuple] = []
     with FakeOpenAIServer(replies, api_key=KEY) as server:
         agent = LLMAgent(OpenAIClient(server.url, api_key=KEY, retries=0))
-        run_episodes(env, agent, 1, on_step=lambda *step: steps.append(step))
+        run_episodes(env, agent, 1, on_step=lambda *step: steps.append(step))  # step[6] is the info dict
         prompts = [r["messages"][-1]["content"] for r in server.requests]
     kinds = [step[6]["kind"] for step in steps]
     assert kinds == ["python", "shell", "validate", "python", "validate", "submit"]

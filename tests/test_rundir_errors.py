@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dacstyle.errors import ContainerError
-from dacstyle.runtimes.rundir import RunDir, runs_root
+from dacstyle.runtimes.rundir import RunDir
 
 
 @pytest.fixture

@@ -1,46 +1,88 @@
-"""Start a server through a runtime, wait for it, talk to it, stop it.
+"""Start the benchmark server through a runtime, wait for it, talk to it, stop it.
 
-Readiness is the server's ready line and then the ``hello()`` handshake: a server
-that dies on import fails the start at once, with the tail of its stderr. Every
-server started here is stopped by :meth:`Server.close`, by a context manager, or
-at interpreter exit.
+The server's own argv (:func:`server_argv`), its ready line and the ``hello()``
+handshake live here; the runtime only runs the argv and hands back a handle.
+Readiness is the ready line (an event on the server's stdout, or its end when the
+server dies) and then the handshake: a server that dies on import fails the start
+at once, with the tail of its stderr. The handle stops the server and cleans its
+run on :meth:`Server.close`, when collected, at interpreter exit, on SIGTERM, and
+(through its reaper) when the host is killed.
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import json
+import os
+import select
 import threading
-import weakref
+import time
 from pathlib import Path
 from typing import Any
 
 from dacstyle import codec
 from dacstyle.benchmarks.spec import Benchmark
+from dacstyle.config import config
 from dacstyle.errors import ChannelError, DacstyleError, ProtocolMismatchError, ServerStartError
-from dacstyle.runtimes import Bind, LaunchSpec, Runtime, ServerProcess
+from dacstyle.runtimes import PIPE, Bind, Handle, LaunchSpec, LocalProcess, Runtime
 from dacstyle.runtimes.rundir import RunDir
 
-from ..protocol import CONTROL_OBJECT, check_versions
+from ..protocol import CONTROL_OBJECT, READY_PREFIX, check_versions
 from .channel import Channel
 from .proxies import RemoteEnvironment, RemoteHandle, RemoteObject, make_remote_object
 
-__all__ = ["Server"]
+__all__ = ["Server", "server_argv", "server_network", "wait_ready"]
 
-_LIVE: "weakref.WeakSet[Server]" = weakref.WeakSet()
+SERVER_MODULE = "dacstyle.container.server"
 
 
-@atexit.register
-def _close_all_servers() -> None:
-    for server in list(_LIVE):
-        server.close()
+def server_argv(runtime: Runtime, spec: LaunchSpec, tcp: str | None = None) -> list[str]:
+    """The server's argv, with paths as the server sees them in ``runtime``: the same entry point everywhere."""
+    inside = runtime.run_dir_inside(spec)
+    argv = [runtime.python(spec), "-m", SERVER_MODULE, "--token-file", f"{inside}/token",
+            "--max-message-size", str(config.max_message_size)]
+    argv += ["--tcp", tcp] if tcp else ["--socket", f"{inside}/server.sock"]
+    if spec.run.has_agent:
+        agent = runtime.agent_dir_inside(spec)
+        argv += ["--agent-socket", f"{agent}/agent.sock", "--agent-token-file", f"{agent}/token"]
+    return argv
+
+
+def server_network(tcp: str | None) -> bool:
+    """Whether a server's sandbox keeps the network: only when it listens on TCP or ``sandbox_network`` is set."""
+    return bool(tcp) or config.sandbox_network
+
+
+def wait_ready(handle: LocalProcess, timeout: float) -> dict[str, Any]:
+    """The server's ready line (its JSON object), or ServerStartError when it dies or the deadline passes."""
+    stdout = handle.stdout
+    assert stdout is not None, "the server must be launched with stdout=PIPE"
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    while b"\n" not in buffer:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServerStartError(f"server did not become ready within {timeout:.0f} s", handle.run.log_tail())
+        if select.select([stdout], [], [], remaining)[0]:
+            chunk = os.read(stdout.fileno(), 4096)
+            if not chunk:
+                code = handle.wait(2.0)
+                raise ServerStartError(f"server exited during start-up (exit code {code})", handle.run.log_tail())
+            buffer += chunk
+    stdout.close()
+    line = buffer.split(b"\n", 1)[0].decode("utf-8", "replace")
+    if not line.startswith(READY_PREFIX):
+        raise ServerStartError(f"server printed {line[:200]!r} instead of its ready line", handle.run.log_tail())
+    try:
+        return dict(json.loads(line[len(READY_PREFIX):]))
+    except ValueError as exc:
+        raise ServerStartError(f"server printed a malformed ready line {line[:200]!r}", handle.run.log_tail()) from exc
 
 
 class Server:
-    """A running server: its process, private run folder and control channel."""
+    """A running server: its handle (process and run folder) and control channel."""
 
-    def __init__(self, runtime: Runtime, process: ServerProcess, channel: Channel, hello: dict[str, Any]) -> None:
+    def __init__(self, runtime: Runtime, process: Handle, channel: Channel, hello: dict[str, Any]) -> None:
         self.runtime = runtime
         self.process = process
         self.run = process.run
@@ -50,7 +92,6 @@ class Server:
         self._control = channel.proxy(CONTROL_OBJECT)
         self._handles: list[RemoteHandle] = []
         self._closed = False
-        _LIVE.add(self)
 
     @classmethod
     def start(
@@ -72,17 +113,20 @@ class Server:
         folder's Unix socket, for a host on another node; the token still applies.
         """
         run = RunDir.create(agent=agent)
-        spec = LaunchSpec(run=run, image=image, binds=list(binds or []), env=dict(env or {}), gpu=gpu, tcp=tcp)
-        process: ServerProcess | None = None
+        spec = LaunchSpec(run=run, image=image, binds=list(binds or []), env=dict(env or {}), gpu=gpu,
+                          network=server_network(tcp))
+        process: Handle | None = None
         try:
-            process = runtime.start(spec)
-            ready = json.loads(process.wait_ready(start_timeout))
+            with open(run.log_path, "ab") as log:
+                process = runtime.launch(spec, server_argv(runtime, spec, tcp), stdin=PIPE, stdout=PIPE, stderr=log)
+            assert isinstance(process, LocalProcess)
+            ready = wait_ready(process, start_timeout)
             location = f"unix:{run.path / 'host' / 'server.sock'}" if ready["host"].startswith("unix:") else ready["host"]
             channel = Channel(
                 location,
                 run.token("host"),
                 call_timeout=call_timeout,
-                server_gone=lambda wait, p=process: p.wait_exit(wait) is not None,
+                server_gone=lambda wait, p=process: p.wait(wait) is not None,
                 stderr_tail=run.log_tail,
             )
             control = channel.proxy(CONTROL_OBJECT)
@@ -91,12 +135,12 @@ class Server:
             finally:
                 control._pyroRelease()
         except BaseException as exc:
+            tail = run.log_tail()
             if process is not None:
                 try:
                     process.stop(timeout=2.0)
                 except Exception:
                     pass
-            tail = run.log_tail()
             run.remove()
             if isinstance(exc, DacstyleError) and not isinstance(exc, ChannelError):
                 raise
@@ -137,7 +181,6 @@ class Server:
         if self._closed:
             return
         self._closed = True
-        _LIVE.discard(self)
         for handle in self._handles:
             handle.drop()
         try:
@@ -149,9 +192,8 @@ class Server:
             with self._control_lock:
                 self._control._pyroClaimOwnership()
                 self._control._pyroRelease()
-            self.process.stop()
         finally:
-            self.run.remove()
+            self.process.stop()  # ends the server's tree and removes the run folder
 
     def __enter__(self) -> "Server":
         return self

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ..errors import ContainerError, RuntimeUnavailableError
 
 if TYPE_CHECKING:
-    from ..runtimes import Bind
+    from ..runtimes import Bind, Handle
 
 __all__ = ["register", "convert_dockerfile", "docker_runscript"]
 
@@ -104,35 +104,29 @@ def _exec(args: argparse.Namespace) -> int:
 
         image = resolve_image(args.image)
     run = RunDir.create()
-    try:
-        spec = LaunchSpec(run=run, image=image, binds=list(args.bind), env=dict(args.env), gpu=args.gpu)
-        teardown = runtime.prepare(spec)
-        try:
-            proc = subprocess.Popen(runtime.exec_argv(spec, list(args.command)), env=runtime.host_env(spec))
-            run.record(server_pid=proc.pid, runtime=runtime.name)  # so that 'dacstyle cleanup' finds it
-            code = _wait(proc)
-        finally:
-            for undo in reversed(teardown):
-                undo()
-    finally:
+    spec = LaunchSpec(run=run, image=image, binds=list(args.bind), env=dict(args.env), gpu=args.gpu)
+    try:  # the one launch path: recorded for 'dacstyle cleanup', reaped if this process dies
+        handle = runtime.launch(spec, list(args.command), session=False)
+    except BaseException:
         run.remove()
+        raise
+    try:
+        code = _wait(handle)
+    finally:
+        handle.stop()
     return 128 - code if code < 0 else code
 
 
-def _wait(proc: subprocess.Popen, grace: float = 10.0) -> int:
-    """Wait for ``proc``; on Ctrl-C (which it got too) give it ``grace`` seconds, then stop it."""
+def _wait(handle: "Handle", grace: float = 10.0) -> int:
+    """Wait for the command; on Ctrl-C (which it got too) give it ``grace`` seconds, then stop it."""
     try:
-        return proc.wait()
+        code = handle.wait(None)
     except KeyboardInterrupt:
-        try:
-            return proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                return proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                return proc.wait()
+        code = handle.wait(grace)
+        if code is None:
+            handle.stop(grace)
+            code = handle.wait(0)
+    return code if code is not None else 1
 
 
 # -- build -----------------------------------------------------------------------------------

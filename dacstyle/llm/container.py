@@ -4,14 +4,15 @@ The API key is random, written 0600 into the run folder that the runtime binds
 in, and moved into ``VLLM_API_KEY`` by a tiny launcher inside the container:
 never in any process's argv. The server listens on the address given (the
 node's), and readiness is ``GET /v1/models`` with the key, while the process
-lives (see :class:`~dacstyle.llm.service.LLMService`).
+lives. It starts through the one launch path, like every process dacstyle starts
+(see :class:`~dacstyle.llm.service.LLMService`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..runtimes import Bind, LaunchSpec, Runtime, get_runtime
 from ..runtimes.rundir import RunDir
@@ -42,39 +43,21 @@ class ContainerLLMService(LLMService):
         gpu: bool = True,
         start_timeout: float = 900.0,
     ) -> None:
+        super().__init__(command, host=host, port=port, api_key=generate_api_key(), start_timeout=start_timeout)
         self.runtime = get_runtime(runtime)
-        self.run = RunDir.create()
-        api_key = generate_api_key()
-        self.run.write_secret("host/api_key", api_key)
-        self.spec = LaunchSpec(run=self.run, image=Path(image) if image is not None else None,
-                               binds=[b if isinstance(b, Bind) else Bind.parse(b) for b in binds], gpu=gpu)
-        self._teardown: list[Callable[[], None]] = []
-        key_file = f"{self.runtime.run_dir_inside(self.spec)}/api_key"
-        self._inner = [self.runtime.python(self.spec), "-c", KEY_LAUNCHER, key_file, *command]
-        super().__init__(self._inner, host=host, port=port, api_key=api_key,
-                         env=self.runtime.host_env(self.spec), start_timeout=start_timeout)
+        self.image = Path(image) if image is not None else None
+        self.binds = [b if isinstance(b, Bind) else Bind.parse(b) for b in binds]
+        self.gpu = gpu
 
-    def start(self) -> "ContainerLLMService":
-        """Prepare the runtime (mounts), start the server and wait for /v1/models."""
-        try:
-            self._teardown = self.runtime.prepare(self.spec)
-            self.argv = self.runtime.exec_argv(self.spec, self._inner)  # needs what prepare() mounted
-            self.run.record(runtime=self.runtime.name)
-            super().start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def launch_spec(self, run: RunDir) -> LaunchSpec:
+        """The image, binds and devices; no environment (it would be in the runtime's argv)."""
+        return LaunchSpec(run=run, image=self.image, binds=list(self.binds), gpu=self.gpu)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server, undo the runtime's preparation, remove the run folder."""
-        try:
-            super().stop(timeout)
-        finally:
-            for undo in reversed(self._teardown):
-                undo()
-            self._teardown = []
-            self.run.remove()
+    def command(self, spec: LaunchSpec) -> list[str]:
+        """Write the key 0600 into the run folder; the launcher inside moves it into the environment."""
+        spec.run.write_secret("host/api_key", self.api_key)
+        key_file = f"{self.runtime.run_dir_inside(spec)}/api_key"
+        return [self.runtime.python(spec), "-c", KEY_LAUNCHER, key_file, *self.argv]
 
 
 def vllm_service(model: str, image: str | os.PathLike[str], *, runtime: str | Runtime = "auto",

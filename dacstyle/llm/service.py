@@ -11,31 +11,31 @@ environment and keeps it off the argv unless asked. vLLM checks the key only on
 always give the node's address (``--host``), never ``0.0.0.0`` on shared nodes.
 
 :class:`LLMService` starts any such command (vLLM, or the fake server in
-tests), waits for readiness on ``GET /v1/models`` with the key, checking that
-the process is still alive, with one deadline, and raises
-:class:`~dacstyle.errors.ServerStartError` with the tail of its output on failure.
+tests) through the one launch path (``Runtime.launch``: a run folder, the per-run
+reaper, ``dacstyle cleanup`` finds it after a crash), waits for readiness on
+``GET /v1/models`` with the key while watching the process's exit, with one
+deadline, and raises :class:`~dacstyle.errors.ServerStartError` with the tail of
+its output on failure.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 import socket
 import subprocess
-import tempfile
 import time
+import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import requests
 
-from ..errors import ServerStartError
+from ..errors import IsolationWarning, ServerStartError
+from ..runtimes import Handle, LaunchSpec, Runtime
+from ..runtimes.process import ProcessRuntime
+from ..runtimes.rundir import RunDir
 from .client import OpenAIClient
 
 __all__ = ["LLMService", "generate_api_key", "vllm_command", "node_address", "free_port"]
-
-_TAIL_BYTES = 4000
 
 
 def generate_api_key() -> str:
@@ -82,7 +82,14 @@ def vllm_command(
 
 
 class LLMService:
-    """A model server process bound to ``host:port``, ready when ``/v1/models`` answers."""
+    """A model server process bound to ``host:port``, ready when ``/v1/models`` answers.
+
+    ``argv`` runs on the host as it is (the process runtime), with ``env`` added
+    to this environment; :class:`~dacstyle.llm.container.ContainerLLMService`
+    runs it in an image instead.
+    """
+
+    runtime: Runtime = ProcessRuntime()
 
     def __init__(
         self,
@@ -99,12 +106,11 @@ class LLMService:
         self.host = host
         self.port = int(port)
         self.api_key = api_key
-        self.env = {**os.environ, **(env or {})}
+        self.env = dict(env or {})
         self.start_timeout = float(start_timeout)
         self.poll_interval = float(poll_interval)
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._log_path: Path | None = None
+        self.handle: Handle | None = None
+        self.run: RunDir | None = None
 
     def __repr__(self) -> str:  # no key
         return f"LLMService({self.argv[:3]!r}..., url={self.url!r})"
@@ -119,25 +125,30 @@ class LLMService:
         """An :class:`OpenAIClient` for this service, with its key."""
         return OpenAIClient(self.url, model=model, api_key=self.api_key, **kwargs)  # type: ignore[arg-type]
 
+    def launch_spec(self, run: RunDir) -> LaunchSpec:
+        """Where the command runs: here, the host itself with ``env`` added."""
+        return LaunchSpec(run=run, env=dict(self.env))
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        """The argv as the runtime runs it (here: ``argv`` itself)."""
+        return list(self.argv)
+
     def start(self) -> "LLMService":
-        """Start the process and wait until it is ready; returns self."""
-        if self.process is not None:
+        """Start the process through its runtime and wait until it is ready; returns self."""
+        if self.handle is not None:
             raise ServerStartError("the service is already started")
-        self._log_dir = tempfile.TemporaryDirectory(prefix="dacstyle-llm-")
-        self._log_path = Path(self._log_dir.name) / "server.log"
-        with self._log_path.open("wb") as log:
-            try:
-                self.process = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self.env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                self._cleanup_logs()
-                raise ServerStartError(f"cannot start {self.argv[0]!r}: {exc}") from exc
+        self.run = RunDir.create()
+        try:
+            spec = self.launch_spec(self.run)
+            argv = self.command(spec)
+            with open(self.run.log_path, "ab") as log, warnings.catch_warnings():
+                if isinstance(self.runtime, ProcessRuntime) and type(self) is LLMService:
+                    warnings.simplefilter("ignore", IsolationWarning)  # a host command, run as asked
+                self.handle = self.runtime.launch(spec, argv, stdin=subprocess.DEVNULL, stdout=log,
+                                                  stderr=subprocess.STDOUT)
+        except BaseException:
+            self.run.remove()
+            raise
         try:
             self.wait_ready()
         except BaseException:
@@ -147,14 +158,14 @@ class LLMService:
 
     def wait_ready(self) -> None:
         """Poll ``GET /v1/models`` until it answers 200, the process dies, or the deadline passes."""
-        assert self.process is not None
+        assert self.handle is not None
         deadline = time.monotonic() + self.start_timeout
         headers = {"Authorization": f"Bearer {self.api_key}"}
         last = "no answer yet"
         with requests.Session() as session:
             session.trust_env = False
             while True:
-                code = self.process.poll()
+                code = self.handle.wait(0)
                 if code is not None:
                     raise ServerStartError(f"{self.argv[0]} exited with status {code} before it was ready", self.output_tail())
                 remaining = deadline - time.monotonic()
@@ -173,42 +184,18 @@ class LLMService:
                     if answer.status_code in (401, 403):
                         raise ServerStartError(f"{self.url} refused the API key (HTTP {answer.status_code})", self.output_tail())
                     last = f"HTTP {answer.status_code}"
-                try:  # wait for the process or the next poll, whichever comes first
-                    self.process.wait(timeout=min(self.poll_interval, max(deadline - time.monotonic(), 0.0)))
-                except subprocess.TimeoutExpired:
-                    pass
+                # wait for the process to exit or the next poll, whichever comes first
+                self.handle.wait(min(self.poll_interval, max(deadline - time.monotonic(), 0.0)))
 
     def output_tail(self) -> str:
         """The last few KB of the server's stdout and stderr."""
-        if self._log_path is None or not self._log_path.exists():
-            return ""
-        with self._log_path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(handle.tell() - _TAIL_BYTES, 0))
-            return handle.read().decode("utf-8", errors="replace")
+        return self.run.log_tail() if self.run is not None else ""
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the process group, SIGKILL after ``timeout``; remove the log."""
-        proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if proc is not None and proc.poll() is None:
-            proc.wait(timeout=5.0)
-        self._cleanup_logs()
-
-    def _cleanup_logs(self) -> None:
-        if self._log_dir is not None:
-            self._log_dir.cleanup()
-            self._log_dir = None
+        """SIGTERM the process tree, SIGKILL after ``timeout``; the run folder and its log go with it."""
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.stop(timeout)
 
     def __enter__(self) -> "LLMService":
         return self.start()

@@ -1,4 +1,4 @@
-"""Runtimes: one interface (:class:`Runtime`), several backends.
+"""Runtimes: one interface (:class:`Runtime`), several backends, one kind of :class:`Handle` per placement.
 
 ``get_runtime("auto")`` picks apptainer > singularity > bwrap > process and logs
 the choice.
@@ -10,11 +10,12 @@ import logging
 
 from ..errors import RuntimeUnavailableError
 from .apptainer import ApptainerRuntime, SingularityRuntime
-from .base import Bind, LaunchSpec, Runtime, ServerProcess
+from .base import PIPE, Bind, LaunchSpec, Runtime
 from .bwrap import BwrapRuntime
+from .handle import Handle, LocalProcess
 from .process import ProcessRuntime
 
-__all__ = ["Bind", "LaunchSpec", "Runtime", "ServerProcess", "RUNTIMES", "get_runtime"]
+__all__ = ["Bind", "Handle", "LaunchSpec", "LocalProcess", "PIPE", "Runtime", "RUNTIMES", "get_runtime"]
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,6 @@ import shutil
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from ..config import config
 from ..errors import ImageNotFoundError, RuntimeUnavailableError
 from .base import AGENT_DIR_INSIDE, RUN_DIR_INSIDE, LaunchSpec, Runtime
 
@@ -99,12 +98,7 @@ class _ExecRuntime(Runtime):
 
     def exec_argv(self, spec: LaunchSpec, command: list[str]) -> list[str]:
         """``<binary> exec <isolation> <binds> [--nv] <env> IMAGE COMMAND...``."""
-        return self._argv(spec, command, network=True)
-
-    def command(self, spec: LaunchSpec) -> list[str]:
-        """The server's argv: no network unless it listens on TCP or ``sandbox_network`` is set."""
-        server = [self.python(spec), *self.server_args(spec)]
-        return self._argv(spec, server, network=bool(spec.tcp) or config.sandbox_network)
+        return self._argv(spec, command, network=spec.network)
 
     def _argv(self, spec: LaunchSpec, command: list[str], network: bool) -> list[str]:
         image = self._require_image(spec)

@@ -1,33 +1,32 @@
-"""The one runtime interface: start the server entry point somewhere, stop it.
+"""The one runtime interface: run an argv somewhere, get back a handle.
 
-Every backend runs the same ``python -m dacstyle.container.server`` with the
-same arguments; backends differ only in how they wrap that command (nothing, a
-bubblewrap sandbox, ``apptainer exec``) and what they must undo afterwards (a
-squashfuse mount). Tests on one backend therefore exercise the others' server.
+A runtime knows nothing about what the argv is (the benchmark server's argv and
+ready line belong to ``dacstyle.container.client``): backends differ only in how
+they wrap it (nothing, a bubblewrap sandbox, ``apptainer exec``) and what they
+must undo afterwards (a squashfuse mount). :meth:`Runtime.launch` is the one way
+the product starts a process, so each gets the same reaper, lifeline, signal
+handling and ``cleanup`` record (see :mod:`dacstyle.runtimes.handle`).
 """
 
 from __future__ import annotations
 
 import abc
 import os
-import select
-import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import IO, Any, Callable, ClassVar
 
-from ..config import config
-from ..errors import ServerStartError
-from .rundir import RunDir
+from .handle import Handle, LocalProcess
+from .rundir import RunDir, cleanup_stale
 
-__all__ = ["Bind", "LaunchSpec", "Runtime", "ServerProcess", "RUN_DIR_INSIDE", "AGENT_DIR_INSIDE"]
+__all__ = ["Bind", "LaunchSpec", "Runtime", "RUN_DIR_INSIDE", "AGENT_DIR_INSIDE", "PIPE"]
+
+PIPE = subprocess.PIPE
 
 RUN_DIR_INSIDE = "/run/dacstyle"
 AGENT_DIR_INSIDE = "/run/dacstyle-agent"
 GRADER_DIR_INSIDE = "/run/dacstyle-grader"  # a grader's agent endpoint, seen from the task container
-SERVER_MODULE = "dacstyle.container.server"
 
 
 @dataclass(frozen=True)
@@ -52,98 +51,18 @@ class Bind:
 
 @dataclass
 class LaunchSpec:
-    """Everything a runtime needs to start one server."""
+    """Where and how to run an argv: its run folder, image, binds, environment and devices."""
 
     run: RunDir
     image: Path | None = None
     binds: list[Bind] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     gpu: bool = False
-    tcp: str | None = None  # "HOST:PORT" to listen on TCP instead of the run folder's socket
-
-
-class ServerProcess:
-    """A started server: its process, its ready line, its log and its teardown."""
-
-    def __init__(self, popen: subprocess.Popen, run: RunDir, teardown: list[Callable[[], None]] | None = None) -> None:
-        self.popen = popen
-        self.run = run
-        self.teardown = teardown or []
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def wait_ready(self, timeout: float) -> str:
-        """Wait for the server's ready line (or its death); returns the line's JSON text."""
-        from dacstyle.container.protocol import READY_PREFIX
-
-        deadline = time.monotonic() + timeout
-        stdout = self.popen.stdout
-        assert stdout is not None
-        buffer = b""
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ServerStartError(f"server did not become ready within {timeout:.0f} s", self.run.log_tail())
-            readable, _, _ = select.select([stdout], [], [], remaining)
-            if readable:
-                chunk = os.read(stdout.fileno(), 4096)
-                if not chunk:
-                    code = self.wait_exit(2.0)
-                    raise ServerStartError(f"server exited during start-up (exit code {code})", self.run.log_tail())
-                buffer += chunk
-        line = buffer.split(b"\n", 1)[0].decode("utf-8", "replace")
-        if not line.startswith(READY_PREFIX):
-            raise ServerStartError(f"server printed {line[:200]!r} instead of its ready line", self.run.log_tail())
-        stdout.close()
-        return line[len(READY_PREFIX):]
-
-    def wait_exit(self, timeout: float) -> int | None:
-        """The exit code once the process ended within ``timeout`` seconds, else None."""
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Close the lifeline, then terminate, then kill; always run the teardown."""
-        try:
-            if self.popen.stdin and not self.popen.stdin.closed:
-                try:
-                    self.popen.stdin.close()
-                except OSError:
-                    pass
-            if self.wait_exit(timeout / 2) is None:
-                self._signal(signal.SIGTERM)
-                if self.wait_exit(timeout / 2) is None:
-                    self._signal(signal.SIGKILL)
-                    self.popen.wait()
-        finally:
-            if self.popen.stdout and not self.popen.stdout.closed:
-                self.popen.stdout.close()
-            errors = []
-            for undo in reversed(self.teardown):
-                try:
-                    undo()
-                except Exception as exc:  # keep undoing the rest
-                    errors.append(exc)
-            self.teardown.clear()
-            if errors:
-                raise errors[0]
-
-    def _signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.popen.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    network: bool = True  # False: a private network namespace with only a loopback, where the runtime has one
 
 
 class Runtime(abc.ABC):
-    """A way to run the server: ``process``, ``bwrap``, ``apptainer``, ``singularity``."""
+    """A way to run an argv: ``process``, ``bwrap``, ``apptainer``, ``singularity``."""
 
     name: ClassVar[str]
     isolated: ClassVar[bool] = True
@@ -164,59 +83,44 @@ class Runtime(abc.ABC):
         """The argv that runs ``command`` inside this runtime (a list, never a shell string)."""
 
     def python(self, spec: LaunchSpec) -> str:
-        """The interpreter that runs the server, as the server's side sees it."""
+        """The interpreter inside, as the inside sees it."""
         return "python3"
 
-    def command(self, spec: LaunchSpec) -> list[str]:
-        """The argv that starts the server: the same entry point for every runtime."""
-        return self.exec_argv(spec, [self.python(spec), *self.server_args(spec)])
-
     def prepare(self, spec: LaunchSpec) -> list[Callable[[], None]]:
-        """Set up what the command needs (mounts); returns the undo steps."""
+        """Set up what the argv needs (mounts, recorded in the run folder first); returns the undo steps."""
         return []
 
     def run_dir_inside(self, spec: LaunchSpec) -> str:
-        """Where the run folder's host/ part appears to the server."""
+        """Where the run folder's host/ part appears inside."""
         return RUN_DIR_INSIDE
 
-    def server_args(self, spec: LaunchSpec) -> list[str]:
-        """The server's own arguments, with paths as the server sees them."""
-        inside = self.run_dir_inside(spec)
-        args = ["-m", SERVER_MODULE, "--token-file", f"{inside}/token", "--max-message-size", str(config.max_message_size)]
-        args += ["--tcp", spec.tcp] if spec.tcp else ["--socket", f"{inside}/server.sock"]
-        if spec.run.has_agent:
-            agent = self.agent_dir_inside(spec)
-            args += ["--agent-socket", f"{agent}/agent.sock", "--agent-token-file", f"{agent}/token"]
-        return args
-
     def agent_dir_inside(self, spec: LaunchSpec) -> str:
+        """Where the run folder's agent/ part appears inside."""
         return AGENT_DIR_INSIDE
 
     def path_inside(self, bind: Bind) -> str:
-        """Where a bound host folder appears to the server."""
+        """Where a bound host folder appears inside."""
         return bind.dst
 
-    def start(self, spec: LaunchSpec) -> ServerProcess:
-        """Prepare, then start the server as a direct child with a stdin lifeline."""
+    def launch(self, spec: LaunchSpec, argv: list[str], *, stdin: int | None = None,
+               stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
+               session: bool = True) -> Handle:
+        """Start ``argv`` (paths as the inside sees them) in this runtime; the handle owns the run from now on.
+
+        First sweeps runs whose host died (``cleanup_stale``). ``session`` puts the
+        payload in a session of its own (servers); without it, it shares the
+        terminal's signals (``dacstyle exec``). Stopping the handle removes the run folder.
+        """
+        cleanup_stale()
         teardown = self.prepare(spec)
         try:
-            argv = self.command(spec)
-            with open(spec.run.log_path, "ab") as log:
-                popen = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=log,
-                    env=self.host_env(spec),
-                    start_new_session=True,  # its own process group, so stop() can kill all of it
-                    close_fds=True,
-                )
+            spec.run.record(runtime=self.name)
+            return LocalProcess(self.exec_argv(spec, argv), spec.run, env=self.host_env(spec), teardown=teardown,
+                                stdin=stdin, stdout=stdout, stderr=stderr, session=session)
         except BaseException:
             for undo in reversed(teardown):
                 undo()
             raise
-        spec.run.record(server_pid=popen.pid, server_pgid=popen.pid, runtime=self.name)
-        return ServerProcess(popen, spec.run, teardown)
 
     def host_env(self, spec: LaunchSpec) -> dict[str, str]:
         """The environment of the runtime command itself on the host."""

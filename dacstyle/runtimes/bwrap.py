@@ -194,6 +194,7 @@ class BwrapRuntime(Runtime):
         if cgroup is None:
             return [lambda: unmount(str(rootfs))]
         self._cgroups[spec.run.path] = cgroup
+        spec.run.record(cgroups=[str(cgroup)])  # the reaper and cleanup remove it after a crash
 
         def undo_cgroup() -> None:
             remove_cgroup(cgroup)
@@ -201,12 +202,7 @@ class BwrapRuntime(Runtime):
         return [lambda: unmount(str(rootfs)), undo_cgroup]
 
     def exec_argv(self, spec: LaunchSpec, command: list[str]) -> list[str]:
-        return self._argv(spec, command, network=True)
-
-    def command(self, spec: LaunchSpec) -> list[str]:
-        """The server's argv: no network unless it listens on TCP or ``sandbox_network`` is set."""
-        server = [self.python(spec), *self.server_args(spec)]
-        return self._argv(spec, server, network=bool(spec.tcp) or config.sandbox_network)
+        return self._argv(spec, command, network=spec.network)
 
     def _argv(self, spec: LaunchSpec, command: list[str], network: bool) -> list[str]:
         limits = Limits.from_config(self._cgroup(spec))

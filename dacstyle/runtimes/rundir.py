@@ -7,7 +7,12 @@ under 108 bytes). Layout::
     RUN/host/          token (0600) and server.sock; bound into the container
     RUN/agent/         agent token and agent.sock (only for an agent endpoint)
     RUN/server.log     the server's stderr (host side only)
-    RUN/owner.json     host pid, server pid, mounts: what ``cleanup`` needs
+    RUN/owner.json     node; host, reaper and payload pids (with start times); mounts, cgroups: what ``cleanup`` needs
+
+While the host lives, the run's reaper (:mod:`dacstyle.runtimes.reaper`) removes
+the folder when the host stops the run or dies; :func:`cleanup_stale` removes
+what is left when even the reaper could not (``dacstyle cleanup``, and every
+new launch sweeps).
 """
 
 from __future__ import annotations
@@ -16,17 +21,20 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import stat
-import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ContainerError
+from .reaper import clean_run, kill_tree, same_process, start_time, unmount
 
-__all__ = ["RunDir", "runs_root", "cleanup_stale", "process_alive"]
+__all__ = ["RunDir", "runs_root", "cleanup_stale", "process_alive", "unmount"]
+
+_NEW_RUN_GRACE_S = 60.0
+"""A folder without owner.json younger than this is a run being created, not a leftover."""
 
 
 def runs_root() -> Path:
@@ -75,7 +83,7 @@ class RunDir:
             for side in ("host", "agent") if agent else ("host",):
                 (path / side).mkdir(mode=0o700)
                 run.write_secret(f"{side}/token", secrets.token_urlsafe(32))
-            run.record(host_pid=os.getpid(), mounts=[])
+            run.record(node=os.uname().nodename, host_pid=os.getpid(), host_start=start_time(os.getpid()), mounts=[])
         except OSError as exc:
             run.remove()
             raise ContainerError(f"cannot write the run folder {path}: {exc.strerror}") from exc
@@ -125,63 +133,37 @@ class RunDir:
 
 def process_alive(pid: int | None) -> bool:
     """True when ``pid`` runs and is not a zombie."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _belongs_to(pid: int, run: Path) -> bool:
-    """True when pid's command line mentions the run folder (guards against pid reuse)."""
-    try:
-        return str(run).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def unmount(mountpoint: str) -> None:
-    """Unmount a FUSE mount, lazily if it is busy; missing mounts are ignored."""
-    for argv in (["fusermount3", "-u", mountpoint], ["fusermount3", "-uz", mountpoint], ["umount", "-l", mountpoint]):
-        if not os.path.ismount(mountpoint):
-            return
-        if shutil.which(argv[0]):
-            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return same_process(pid, None)
 
 
 def cleanup_stale(root: Path | None = None, force: bool = False) -> list[str]:
-    """Remove runs whose host process is gone: kill servers, unmount, delete folders.
+    """Remove runs whose host process is gone: kill their processes, unmount, delete folders.
 
     Returns one line per thing removed. ``force`` also removes runs whose host is
-    alive (use only when no dacstyle run is in progress).
+    alive (use only when no dacstyle run is in progress). Runs another node
+    recorded (a shared folder) are never touched: their pids mean nothing here.
     """
     root = root or runs_root()
+    node = os.uname().nodename
     done: list[str] = []
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
             owner = json.loads((run / "owner.json").read_text())
         except (OSError, ValueError):
-            owner = {}
-        if process_alive(owner.get("host_pid")) and owner.get("host_pid") != os.getpid() and not force:
-            continue
-        server = owner.get("server_pid")
-        if server and process_alive(server) and _belongs_to(server, run):
             try:
-                os.killpg(server, signal.SIGKILL) if owner.get("server_pgid") == server else os.kill(server, signal.SIGKILL)
-                done.append(f"killed server process {server}")
-            except ProcessLookupError:
-                pass
-        for mount in owner.get("mounts", []):
-            if os.path.ismount(mount):
-                unmount(mount)
-                done.append(f"unmounted {mount}")
-        shutil.rmtree(run, ignore_errors=True)
-        done.append(f"removed {run}")
+                if not force and time.time() - run.stat().st_mtime < _NEW_RUN_GRACE_S:
+                    continue
+            except OSError:
+                continue
+            owner = {}
+        if owner.get("node", node) != node:
+            continue
+        if not force and same_process(owner.get("host_pid"), owner.get("host_start")):
+            continue
+        for role, pid, started in (("reaper", owner.get("reaper_pid"), owner.get("reaper_start")),
+                                   ("payload", owner.get("pid"), owner.get("pid_start"))):
+            if same_process(pid, started):
+                kill_tree(pid, include_root=True)
+                done.append(f"killed {role} process {pid} and its children")
+        done += clean_run(run)
     return done
