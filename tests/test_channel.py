@@ -33,7 +33,7 @@ def probe(no_leftovers):
 
 
 def socket_path(runner: RemoteRunner) -> str:
-    return str(runner.server.run.path / "host" / "server.sock")
+    return str(runner.server.server_dir.path / "host" / "server.sock")
 
 
 def test_hello_reports_both_sides_versions(probe):
@@ -120,7 +120,7 @@ def test_non_json_serializer_is_refused_even_with_the_token(probe, serializer):
     runner, obj = probe
     proxy = Proxy(uri_for(f"unix:{socket_path(runner)}", CONTROL_OBJECT))
     proxy._pyroSerializer = serializer
-    proxy._pyroHandshake = runner.server.run.token()
+    proxy._pyroHandshake = runner.server.server_dir.token()
     with pytest.raises(pyro_errors.PyroError):
         proxy.hello()
     proxy._pyroRelease()
