@@ -38,7 +38,7 @@ from .localcode import CODE_INSIDE, LocalModule, local_modules
 from .proxies import RemoteEnvironment, RemoteObject
 from .server import Server
 
-__all__ = ["RemoteRunner", "RunResults"]
+__all__ = ["RemoteRunner"]
 
 log = logging.getLogger(__name__)
 
