@@ -144,6 +144,21 @@ def no_leftovers(servers_root: Path):
     assert child_pids() - before == set(), "child processes left behind"
 
 
+@pytest.fixture
+def probe(no_leftovers):
+    """A runner serving the public Probe object (process runtime) and its proxy."""
+    from dacstyle import RemoteRunner
+    from dacstyle.testing import probe_benchmark
+
+    with RemoteRunner(probe_benchmark("t"), runtime="process", call_timeout=10) as runner:
+        yield runner, runner.get_object()
+
+
+def socket_path(runner) -> str:
+    """The host side of a runner's server socket."""
+    return str(runner.server.server_dir.path / "host" / "server.sock")
+
+
 @pytest.fixture(scope="session")
 def packed_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SIF packed from this Python environment, once per session.

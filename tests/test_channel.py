@@ -23,17 +23,7 @@ from dacstyle.runtimes.process import ProcessRuntime
 from dacstyle.benchmarks import SigmoidBenchmark
 from dacstyle.testing import probe_benchmark
 
-from conftest import child_pids
-
-
-@pytest.fixture
-def probe(no_leftovers):
-    with RemoteRunner(probe_benchmark("t"), runtime="process", call_timeout=10) as runner:
-        yield runner, runner.get_object()
-
-
-def socket_path(runner: RemoteRunner) -> str:
-    return str(runner.server.server_dir.path / "host" / "server.sock")
+from conftest import child_pids, socket_path
 
 
 def test_hello_reports_both_sides_versions(probe):

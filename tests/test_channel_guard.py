@@ -28,15 +28,7 @@ from dacstyle.container.server.daemon import HANDSHAKE_DEADLINE, MAX_PENDING
 from dacstyle.runtimes.process import ProcessRuntime
 from dacstyle.testing import probe_benchmark
 
-
-@pytest.fixture
-def probe(no_leftovers):
-    with RemoteRunner(probe_benchmark("t"), runtime="process", call_timeout=10) as runner:
-        yield runner, runner.get_object()
-
-
-def socket_path(runner: RemoteRunner) -> str:
-    return str(runner.server.server_dir.path / "host" / "server.sock")
+from conftest import socket_path
 
 
 JSON_ID, MARSHAL_ID = 3, 2
