@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "RemoteRunner": "dacstyle.container.client.runner",
-    "RunResults": "dacstyle.container.client.runner",
+    "RunResults": "dacstyle.results",
     "RemoteEnvironment": "dacstyle.container.client.proxies",
     "RemoteObject": "dacstyle.container.client.proxies",
     "Benchmark": "dacstyle.benchmarks.spec",

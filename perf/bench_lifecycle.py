@@ -4,7 +4,7 @@ Rows, per runtime (process; bwrap when it is available here):
 
 * SIGKILL -> nothing left: a host script starts a RemoteRunner (the probe
   object), prints its ready line and is SIGKILLed; timed until no process of
-  its runs (reaper, server, container), no mount and no run folder remains.
+  its runs (reaper, server, container), no mount and no server folder remains.
   The target (issue 8) is under 2 s: the per-run reaper sees the end of file at
   once, kills the tree, unmounts and removes the folder.
 * SIGTERM -> host exited: the host's handler stops every run, then dies of
@@ -33,7 +33,7 @@ from pathlib import Path
 from dacstyle.errors import IsolationWarning
 from dacstyle.runtimes import LaunchSpec, get_runtime
 from dacstyle.runtimes.bwrap import BwrapRuntime
-from dacstyle.runtimes.rundir import RunDir, process_alive
+from dacstyle.runtimes.serverdir import ServerDir, process_alive
 
 HOST = r"""
 import json, os, sys, warnings
@@ -43,7 +43,7 @@ from dacstyle.competitions.sandbox import descendants
 from dacstyle.testing import probe_benchmark
 runner = RemoteRunner(probe_benchmark(), runtime=sys.argv[1], image=sys.argv[2] or None).start()
 assert runner.get_object().echo(1) == 1
-print(json.dumps({"runs": [str(runner.server.run.path)], "pids": sorted(descendants(os.getpid()))}), flush=True)
+print(json.dumps({"runs": [str(runner.server.server_dir.path)], "pids": sorted(descendants(os.getpid()))}), flush=True)
 sys.stdin.read()
 """
 
@@ -89,7 +89,7 @@ def launch_overhead(repeats: int) -> tuple[float, float]:
     launched, bare = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        handle = runtime.launch(LaunchSpec(run=RunDir.create()), ["true"])
+        handle = runtime.launch(LaunchSpec(server_dir=ServerDir.create()), ["true"])
         handle.wait(30)
         handle.stop()
         launched.append(time.perf_counter() - start)

@@ -169,7 +169,7 @@ def main() -> None:
     }
     for name, attack in attacks.items():
         with RemoteRunner(probe_benchmark(), runtime="process") as runner:
-            path = str(runner.server.run.path / "host" / "server.sock")
+            path = str(runner.server.server_dir.path / "host" / "server.sock")
             guarded = measure(runner.server.process.pid, lambda: attack(path))
             assert runner.get_object().echo("alive") == "alive"
         bare = "skipped"
@@ -183,8 +183,8 @@ def main() -> None:
                     proc.wait(10)
         rows.append((name, guarded, bare))
     with RemoteRunner(probe_benchmark(), runtime="process") as runner:
-        path = str(runner.server.run.path / "host" / "server.sock")
-        hello = idle_then_hello(path, runner.server.run.token())
+        path = str(runner.server.server_dir.path / "host" / "server.sock")
+        hello = idle_then_hello(path, runner.server.server_dir.token())
         held = trickle(path)
     rows.append(("70 idle connections, then a client's hello()", f"answered in {hello * 1000:.0f} ms", ""))
     rows.append(("handshake sent one byte a second", f"cut off after {held:.1f} s", ""))

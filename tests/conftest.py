@@ -31,7 +31,7 @@ def clean_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture(autouse=True)
-def runs_root(monkeypatch: pytest.MonkeyPatch):
+def servers_root(monkeypatch: pytest.MonkeyPatch):
     """A short private XDG_RUNTIME_DIR (socket paths must stay under 108 bytes)."""
     root = Path(tempfile.mkdtemp(prefix="dx-", dir="/tmp"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(root))
@@ -39,7 +39,7 @@ def runs_root(monkeypatch: pytest.MonkeyPatch):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def run_folders(root: Path) -> list[Path]:
+def server_folders(root: Path) -> list[Path]:
     """Run folders left under a runs root."""
     return sorted(p for p in root.iterdir()) if root.exists() else []
 
@@ -56,7 +56,7 @@ def wait_gone(pids, timeout: float) -> bool:
     """Wait until none of ``pids`` runs (zombies count as gone); False at the deadline."""
     import time
 
-    from dacstyle.runtimes.rundir import process_alive
+    from dacstyle.runtimes.serverdir import process_alive
 
     deadline = time.monotonic() + timeout
     while any(process_alive(pid) for pid in pids):
@@ -135,13 +135,28 @@ def readline(stream, timeout: float = 60.0) -> str:
 
 
 @pytest.fixture
-def no_leftovers(runs_root: Path):
+def no_leftovers(servers_root: Path):
     """Fail the test if it leaves run folders, mounts or child processes behind."""
     before = child_pids()
     yield
-    assert mounts_under(runs_root.parent) == [], "mounts left behind"
-    assert run_folders(runs_root) == [], "run folders left behind"
+    assert mounts_under(servers_root.parent) == [], "mounts left behind"
+    assert server_folders(servers_root) == [], "run folders left behind"
     assert child_pids() - before == set(), "child processes left behind"
+
+
+@pytest.fixture
+def probe(no_leftovers):
+    """A runner serving the public Probe object (process runtime) and its proxy."""
+    from dacstyle import RemoteRunner
+    from dacstyle.testing import probe_benchmark
+
+    with RemoteRunner(probe_benchmark("t"), runtime="process", call_timeout=10) as runner:
+        yield runner, runner.get_object()
+
+
+def socket_path(runner) -> str:
+    """The host side of a runner's server socket."""
+    return str(runner.server.server_dir.path / "host" / "server.sock")
 
 
 @pytest.fixture(scope="session")

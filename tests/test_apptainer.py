@@ -26,20 +26,20 @@ from dacstyle.config import config
 from dacstyle.container.client.server import server_argv, server_network
 from dacstyle.runtimes import Bind, LaunchSpec, get_runtime
 from dacstyle.runtimes.apptainer import ApptainerRuntime, SingularityRuntime
-from dacstyle.runtimes.rundir import RunDir
+from dacstyle.runtimes.serverdir import ServerDir
 
 from conftest import assert_identical, local_trajectory, trajectory
 
 GOLDEN = Path(__file__).parent / "golden"
 STANDIN = Path(__file__).parent / "apptainer_standin"
 REFRESH = os.environ.get("DACSTYLE_REFRESH_GOLDEN") == "1"  # read before clean_config clears DACSTYLE_*
-FAKE_RUN = "/tmp/dacstyle-0/abcd1234"
+FAKE_SERVER_DIR = "/tmp/dacstyle-0/abcd1234"
 FAKE_IMAGE = "/images/sigmoid-1.0.sif"
 
 
 @dataclass
-class FakeRun(RunDir):
-    """A run folder that exists only as a fixed path (nothing is created)."""
+class FakeServerDir(ServerDir):
+    """A server folder that exists only as a fixed path (nothing is created)."""
 
     agent: bool = False
 
@@ -86,8 +86,8 @@ def server_command(runtime, spec: LaunchSpec, tcp: str | None = None) -> list[st
 
 def golden_argv(runtime_cls: type, options: dict) -> list[str]:
     options = dict(options)
-    run = FakeRun(Path(FAKE_RUN), agent=options.pop("agent", False))
-    argv = server_command(runtime_cls(), LaunchSpec(run=run, image=Path(FAKE_IMAGE), **options))
+    run = FakeServerDir(Path(FAKE_SERVER_DIR), agent=options.pop("agent", False))
+    argv = server_command(runtime_cls(), LaunchSpec(server_dir=run, image=Path(FAKE_IMAGE), **options))
     return [os.path.basename(argv[0]), *argv[1:]]  # the binary's folder depends on the machine
 
 
@@ -108,8 +108,8 @@ def test_golden_argv(case: str, fake_binaries):
 
 def test_argv_is_a_list_without_the_token(fake_binaries, tmp_path):
     tool(fake_binaries[0], "apptainer")
-    run = RunDir.create(tmp_path, agent=True)
-    argv = server_command(ApptainerRuntime(), LaunchSpec(run=run, image=tmp_path / "x.sif"))
+    run = ServerDir.create(tmp_path, agent=True)
+    argv = server_command(ApptainerRuntime(), LaunchSpec(server_dir=run, image=tmp_path / "x.sif"))
     assert all(isinstance(item, str) for item in argv)
     assert not any(run.token("host") in item or run.token("agent") in item for item in argv)
     assert "/run/dacstyle/token" in argv and "/run/dacstyle-agent/token" in argv
@@ -117,15 +117,15 @@ def test_argv_is_a_list_without_the_token(fake_binaries, tmp_path):
 
 def test_servers_get_no_network_unless_they_listen_on_tcp_or_it_is_allowed(fake_binaries):
     tool(fake_binaries[0], "apptainer")
-    run = FakeRun(Path(FAKE_RUN))
-    spec = LaunchSpec(run=run, image=Path(FAKE_IMAGE))
+    run = FakeServerDir(Path(FAKE_SERVER_DIR))
+    spec = LaunchSpec(server_dir=run, image=Path(FAKE_IMAGE))
     no_network = ["--net", "--network", "none"]
 
     def has(argv: list[str]) -> bool:
         return any(argv[i:i + 3] == no_network for i in range(len(argv)))
 
     assert has(server_command(ApptainerRuntime(), spec)) and "--no-privs" in server_command(ApptainerRuntime(), spec)
-    exec_spec = LaunchSpec(run=run, image=Path(FAKE_IMAGE))
+    exec_spec = LaunchSpec(server_dir=run, image=Path(FAKE_IMAGE))
     assert not has(ApptainerRuntime().exec_argv(exec_spec, ["true"]))  # dacstyle exec, the LLM service: their choice
     assert not has(server_command(ApptainerRuntime(), spec, tcp="127.0.0.1:0"))
     config.sandbox_network = True
@@ -154,25 +154,25 @@ def test_neither_binary_is_a_clear_error(fake_binaries, tmp_path):
     assert get_runtime("auto").name in ("bwrap", "process")
     with pytest.raises(errors.RuntimeUnavailableError):
         get_runtime("apptainer")
-    run = RunDir.create(tmp_path)
+    run = ServerDir.create(tmp_path)
     with pytest.raises(errors.RuntimeUnavailableError, match="'bwrap'.*'process'"):
-        server_command(ApptainerRuntime(), LaunchSpec(run=run, image=tmp_path / "x.sif"))
+        server_command(ApptainerRuntime(), LaunchSpec(server_dir=run, image=tmp_path / "x.sif"))
 
 
 def test_missing_image_is_image_not_found(fake_binaries, tmp_path):
     tool(fake_binaries[0], "apptainer")
-    run = RunDir.create(tmp_path)
+    run = ServerDir.create(tmp_path)
     with pytest.raises(errors.ImageNotFoundError, match="needs an image"):
-        ApptainerRuntime().prepare(LaunchSpec(run=run))
+        ApptainerRuntime().prepare(LaunchSpec(server_dir=run))
     with pytest.raises(errors.ImageNotFoundError, match="does not exist"):
-        ApptainerRuntime().prepare(LaunchSpec(run=run, image=tmp_path / "missing.sif"))
+        ApptainerRuntime().prepare(LaunchSpec(server_dir=run, image=tmp_path / "missing.sif"))
 
 
 def test_host_env_never_passes_container_settings(fake_binaries, monkeypatch):
     for key, value in {"APPTAINERENV_SECRET": "x", "APPTAINER_BIND": "/:/host", "SINGULARITYENV_X": "y",
                        "APPTAINER_CACHEDIR": "/cache", "AWS_SECRET_ACCESS_KEY": "z"}.items():
         monkeypatch.setenv(key, value)
-    env = ApptainerRuntime().host_env(LaunchSpec(run=FakeRun(Path(FAKE_RUN)), env={"K": "V"}))
+    env = ApptainerRuntime().host_env(LaunchSpec(server_dir=FakeServerDir(Path(FAKE_SERVER_DIR)), env={"K": "V"}))
     assert env["APPTAINER_CACHEDIR"] == "/cache" and env["LANG"] == "C.UTF-8"
     assert not {"APPTAINERENV_SECRET", "APPTAINER_BIND", "SINGULARITYENV_X", "AWS_SECRET_ACCESS_KEY", "K"} & set(env)
 

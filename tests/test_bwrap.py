@@ -68,7 +68,7 @@ def test_host_paths_and_home_are_not_visible(probe):
         assert obj.read_file(str(marker)) is None
         assert obj.read_file("/etc/hostname") != Path("/etc/hostname").read_text() or not Path("/etc/hostname").exists()
         assert obj.list_dir(str(Path(__file__).parent)) is None
-        assert obj.list_dir(str(runner.server.run.path)) is None
+        assert obj.list_dir(str(runner.server.server_dir.path)) is None
         assert obj.whereami()["hostname"] == "dacstyle"
     finally:
         marker.unlink()
@@ -89,7 +89,7 @@ def test_environment_is_cleared_but_for_what_was_passed(probe):
 def test_only_requested_binds_exist_and_tmp_is_private(probe, packed_image):
     runner, obj, data, out = probe
     inside = {line.split()[1] for line in obj.read_file("/proc/self/mounts").splitlines()}
-    image_top = {"/" + entry for entry in os.listdir(runner.server.run.path / "rootfs")}
+    image_top = {"/" + entry for entry in os.listdir(runner.server.server_dir.path / "rootfs")}
     allowed = {"/", "/proc", "/dev", "/tmp", "/run", "/home/dacstyle", "/run/dacstyle", "/data/in", "/data/out"}
     kernel = ("/dev/", "/proc/")  # bwrap masks /proc/bus, /proc/irq ... read-only
     extra = {m for m in inside if m not in allowed and m not in image_top and not m.startswith(kernel)}
@@ -113,7 +113,7 @@ def test_benchmark_errors_and_timeouts_inside_the_container(probe):
 def test_close_after_exception_leaves_no_process_and_no_mount(packed_image, no_leftovers):
     with pytest.raises(RuntimeError, match="user code"):
         with RemoteRunner(probe_benchmark(), runtime="bwrap", image=packed_image) as runner:
-            rootfs = runner.server.run.path / "rootfs"
+            rootfs = runner.server.server_dir.path / "rootfs"
             assert str(rootfs) in mounts()
             raise RuntimeError("user code failed")
     assert str(rootfs) not in mounts()
@@ -235,7 +235,7 @@ def test_a_run_has_its_own_pids_cgroup_and_it_is_gone_after_close(packed_image, 
     config.sandbox_max_processes = 321
     with RemoteRunner(SigmoidBenchmark(), runtime="bwrap", image=packed_image) as runner:
         runner.get_environment().reset()
-        cgroup = parents[0] / f"dacstyle-{runner.server.run.path.name}"
+        cgroup = parents[0] / f"dacstyle-{runner.server.server_dir.path.name}"
         assert (cgroup / "pids.max").read_text().strip() == "321"
         assert len((cgroup / "cgroup.procs").read_text().split()) >= 2  # bwrap's init and the server
     assert not cgroup.exists()

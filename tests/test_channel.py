@@ -23,17 +23,7 @@ from dacstyle.runtimes.process import ProcessRuntime
 from dacstyle.benchmarks import SigmoidBenchmark
 from dacstyle.testing import probe_benchmark
 
-from conftest import child_pids
-
-
-@pytest.fixture
-def probe(no_leftovers):
-    with RemoteRunner(probe_benchmark("t"), runtime="process", call_timeout=10) as runner:
-        yield runner, runner.get_object()
-
-
-def socket_path(runner: RemoteRunner) -> str:
-    return str(runner.server.run.path / "host" / "server.sock")
+from conftest import child_pids, socket_path
 
 
 def test_hello_reports_both_sides_versions(probe):
@@ -120,7 +110,7 @@ def test_non_json_serializer_is_refused_even_with_the_token(probe, serializer):
     runner, obj = probe
     proxy = Proxy(uri_for(f"unix:{socket_path(runner)}", CONTROL_OBJECT))
     proxy._pyroSerializer = serializer
-    proxy._pyroHandshake = runner.server.run.token()
+    proxy._pyroHandshake = runner.server.server_dir.token()
     with pytest.raises(pyro_errors.PyroError):
         proxy.hello()
     proxy._pyroRelease()

@@ -28,15 +28,7 @@ from dacstyle.container.server.daemon import HANDSHAKE_DEADLINE, MAX_PENDING
 from dacstyle.runtimes.process import ProcessRuntime
 from dacstyle.testing import probe_benchmark
 
-
-@pytest.fixture
-def probe(no_leftovers):
-    with RemoteRunner(probe_benchmark("t"), runtime="process", call_timeout=10) as runner:
-        yield runner, runner.get_object()
-
-
-def socket_path(runner: RemoteRunner) -> str:
-    return str(runner.server.run.path / "host" / "server.sock")
+from conftest import socket_path
 
 
 JSON_ID, MARSHAL_ID = 3, 2
@@ -119,7 +111,7 @@ def connect(target: "RemoteRunner | str") -> socket.socket:
 def authenticated(target: "RemoteRunner | str", token: str | None = None, object_id: str = CONTROL_OBJECT) -> socket.socket:
     """A raw connection past a valid handshake."""
     raw = connect(target)
-    raw.sendall(handshake_frame(token or target.server.run.token(), object_id=object_id))
+    raw.sendall(handshake_frame(token or target.server.server_dir.token(), object_id=object_id))
     assert answer(raw)[0] == pyro_protocol.MSG_CONNECTOK
     return raw
 
@@ -136,8 +128,8 @@ def test_a_valid_raw_handshake_and_call_are_answered(probe):
 @pytest.mark.parametrize("serializer", [MARSHAL_ID, 1])
 def test_raw_handshake_in_another_serializer_is_dropped(probe, serializer):
     runner, obj = probe
-    frame = handshake_frame(runner.server.run.token(), serializer=MARSHAL_ID) if serializer == MARSHAL_ID else \
-        pyro_frame(pyro_protocol.MSG_CONNECT, repr({"handshake": runner.server.run.token(), "object": CONTROL_OBJECT})
+    frame = handshake_frame(runner.server.server_dir.token(), serializer=MARSHAL_ID) if serializer == MARSHAL_ID else \
+        pyro_frame(pyro_protocol.MSG_CONNECT, repr({"handshake": runner.server.server_dir.token(), "object": CONTROL_OBJECT})
                    .encode(), serializer=1)
     with connect(runner) as raw:
         raw.sendall(frame)
@@ -158,7 +150,7 @@ def test_raw_call_in_another_serializer_after_authentication_is_dropped(probe):
 def test_compressed_handshake_is_dropped_before_it_is_inflated(probe):
     runner, obj = probe
     with connect(runner) as raw:
-        raw.sendall(handshake_frame(runner.server.run.token(), flags=pyro_protocol.FLAGS_COMPRESSED))
+        raw.sendall(handshake_frame(runner.server.server_dir.token(), flags=pyro_protocol.FLAGS_COMPRESSED))
         data, closed = read_until_closed(raw)
     assert closed and reply_type(data) != pyro_protocol.MSG_CONNECTOK
     assert obj.echo(6) == 6
@@ -186,7 +178,7 @@ def test_the_tcp_endpoint_has_the_same_guard(no_leftovers):
     """Across nodes anyone may connect: a compressed or oversized handshake over TCP is dropped too."""
     with Server.start(ProcessRuntime(), tcp="127.0.0.1:0") as server:
         host, _, port = server.channel.location[len("tcp:"):].rpartition(":")
-        token = server.run.token()
+        token = server.server_dir.token()
         for frame in (handshake_frame(token, flags=pyro_protocol.FLAGS_COMPRESSED), handshake_frame(token, pad=64 * 1024)):
             with socket.create_connection((host, int(port)), timeout=10) as raw:
                 raw.sendall(frame)
@@ -201,7 +193,7 @@ def test_oversized_handshake_frame_is_dropped(probe):
     """A 64 KiB handshake (well under the 256 MiB frame cap) is refused: before authentication frames are tiny."""
     runner, obj = probe
     with connect(runner) as raw:
-        raw.sendall(handshake_frame(runner.server.run.token(), pad=64 * 1024))
+        raw.sendall(handshake_frame(runner.server.server_dir.token(), pad=64 * 1024))
         data, closed = read_until_closed(raw)
     assert closed and reply_type(data) != pyro_protocol.MSG_CONNECTOK
     assert obj.echo(8) == 8
@@ -254,7 +246,7 @@ def refused_calls(path: str, token: str, calls: list[tuple[str, str]], greet: st
 
 def test_pyro_daemon_object_serves_nothing(probe):
     runner, obj = probe
-    refusals = refused_calls(socket_path(runner), runner.server.run.token(),
+    refusals = refused_calls(socket_path(runner), runner.server.server_dir.token(),
                              [("Pyro.Daemon", m) for m in ("registered", "info", "ping", "get_metadata")])
     assert all("attribute" in text for text in refusals), refusals
     assert obj.echo(9) == 9
@@ -265,7 +257,7 @@ def test_agent_endpoint_serves_only_the_agent_methods(no_leftovers):
     bench.agent_methods = ["echo"]
     with Server.start(ProcessRuntime(), agent=True) as server:
         server.create(bench)
-        path, token = str(server.run.path / "agent" / "agent.sock"), server.run.token("agent")
+        path, token = str(server.server_dir.path / "agent" / "agent.sock"), server.server_dir.token("agent")
         refusals = refused_calls(path, token, [("Pyro.Daemon", "registered"), (CONTROL_OBJECT, "hello")], "probe")
         assert "attribute" in refusals[0] and "unknown object" in refusals[1]
         with authenticated(path, token, "probe") as raw:
@@ -292,7 +284,7 @@ def test_idle_connections_do_not_lock_out_the_client(probe):
     try:
         for _ in range(70):
             idle.append(connect(runner))
-        channel = Channel(f"unix:{socket_path(runner)}", runner.server.run.token(), call_timeout=10)
+        channel = Channel(f"unix:{socket_path(runner)}", runner.server.server_dir.token(), call_timeout=10)
         proxy = channel.proxy(CONTROL_OBJECT)
         try:
             hello = channel.unwrap({"ok": channel.invoke(proxy, threading.Lock(), "hello", (), None)})
@@ -311,7 +303,7 @@ def test_idle_connections_do_not_lock_out_the_client(probe):
 
 def test_a_frame_sent_one_byte_per_second_is_cut_off(probe):
     runner, obj = probe
-    frame = handshake_frame(runner.server.run.token())
+    frame = handshake_frame(runner.server.server_dir.token())
     with connect(runner) as raw:
         cut_off = False
         for byte in frame[: int(HANDSHAKE_DEADLINE) + 6]:  # far fewer bytes than the frame holds
@@ -376,7 +368,7 @@ def test_peer_of_another_uid_is_refused_even_with_the_token(probe):
         os.chmod(folder, os.stat(folder).st_mode | 0o711)
         folder = os.path.dirname(folder)
     os.chmod(path, 0o777)
-    frame = handshake_frame(runner.server.run.token())  # even a stolen token does not help
+    frame = handshake_frame(runner.server.server_dir.token())  # even a stolen token does not help
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: become the other user, connect, report what the server answered

@@ -119,13 +119,13 @@ def test_shell_actions_run_inside_the_task_container(task_runner):
 
 def test_agent_side_has_no_way_to_grade(task_runner):
     runner, env = task_runner
-    agent_dir = runner._grader_server.run.path / "agent"
+    agent_dir = runner._grader_server.server_dir.path / "agent"
     agent = attach(agent_dir, "grader", AGENT_METHODS)
     assert not hasattr(agent, "grade")
     with pytest.raises(AttributeError, match="not served"):
         agent._remote.call("grade", "id,x\n")
     # the agent token does not open the host endpoint, where grade lives
-    host_socket = runner._grader_server.run.path / "host" / "server.sock"
+    host_socket = runner._grader_server.server_dir.path / "host" / "server.sock"
     proxy = Proxy(uri_for(f"unix:{host_socket}", runner.grader._remote.object_id))
     proxy._pyroSerializer = "json"
     proxy._pyroHandshake = (agent_dir / "token").read_text().strip()
@@ -143,7 +143,7 @@ def test_agent_side_has_no_way_to_grade(task_runner):
 
 def test_validate_never_returns_a_score_and_bad_submissions_get_structured_errors(task_runner, competitions):
     runner, env = task_runner
-    agent = attach(runner._grader_server.run.path / "agent", "grader", AGENT_METHODS)
+    agent = attach(runner._grader_server.server_dir.path / "agent", "grader", AGENT_METHODS)
     sample = (competitions["spaceship-titanic-lite"] / "public" / "sample_submission.csv").read_bytes()
     good = agent.validate(sample)
     assert good == {"valid": True, "errors": []}

@@ -180,7 +180,7 @@ def dacstyle_exec(*args: str, stdin: str = "", path: str | None = None) -> subpr
 
 @pytest.mark.container
 @pytest.mark.parametrize("runtime", ["bwrap", "apptainer"])
-def test_exec_runs_a_command_inside_the_image(runtime, packed_image, tmp_path, no_leftovers, runs_root):
+def test_exec_runs_a_command_inside_the_image(runtime, packed_image, tmp_path, no_leftovers, servers_root):
     data = tmp_path / "data"
     data.mkdir()
     (data / "in.txt").write_text("from the host")
@@ -197,7 +197,7 @@ def test_exec_runs_a_command_inside_the_image(runtime, packed_image, tmp_path, n
         assert "apptainer-standin-" not in handle.read()
 
 
-def test_exec_with_the_process_runtime_runs_on_the_host_and_says_so(no_leftovers, runs_root):
+def test_exec_with_the_process_runtime_runs_on_the_host_and_says_so(no_leftovers, servers_root):
     done = dacstyle_exec("--runtime", "process", "ignored.sif", "--", sys.executable, "-c",
                          "import sys; print(sys.stdin.read()); sys.exit(4)", stdin="in")
     assert (done.returncode, done.stdout) == (4, "in\n")

@@ -5,7 +5,7 @@ real servers (process runtime, or bwrap containers from a packed SIF), prints
 one ready line with what it started, and is then killed (SIGKILL, SIGTERM),
 left to exit without closing anything, or forked. The checks are on the
 machine itself: no process of the run (its reapers, servers, containers, an
-agent action's ``sleep``), no mount, no run folder, within a bounded wait.
+agent action's ``sleep``), no mount, no server folder, within a bounded wait.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from dacstyle import RemoteRunner
 from dacstyle.competitions.sandbox import descendants
 from dacstyle.runtimes.limits import _own_cgroup_dirs
 from dacstyle.runtimes.reaper import start_time
-from dacstyle.runtimes.rundir import RunDir, cleanup_stale, process_alive
+from dacstyle.runtimes.serverdir import ServerDir, cleanup_stale, process_alive
 from dacstyle.testing import probe_benchmark
 
-from conftest import mounts_under, readline, run_folders
+from conftest import mounts_under, readline, server_folders
 
 BOUND_S = 10.0
 """How long the test waits for the cleanup (the target is 2 s; perf/bench_lifecycle.py measures it)."""
@@ -42,7 +42,7 @@ HOST = textwrap.dedent(
 
     def left_over(ready):
         '''What of the runs is still there, seen from inside the host.'''
-        from dacstyle.runtimes.rundir import process_alive
+        from dacstyle.runtimes.serverdir import process_alive
         return {"folders": [r for r in ready["runs"] if os.path.exists(r)],
                 "pids": [p for p in ready["pids"] if process_alive(p)]}
 
@@ -91,7 +91,7 @@ HOST = textwrap.dedent(
         assert runner.get_object().echo(1) == 1
         servers = [runner.server]
 
-    ready = {"runs": [str(s.run.path) for s in servers], "pids": sorted(descendants(os.getpid())),
+    ready = {"runs": [str(s.server_dir.path) for s in servers], "pids": sorted(descendants(os.getpid())),
              "host": os.getpid()}
     if mode == "collected":
         del runner, servers
@@ -143,42 +143,42 @@ def processes_mentioning(paths: list[str]) -> list[int]:
     return found
 
 
-def leftovers(ready: dict, runs_root: Path) -> dict:
+def leftovers(ready: dict, servers_root: Path) -> dict:
     """Everything of the host's runs still on the machine."""
     return {
         "processes": sorted({p for p in ready["pids"] if process_alive(p)} | set(processes_mentioning(ready["runs"]))),
-        "mounts": mounts_under(runs_root.parent),
-        "folders": [str(p) for p in run_folders(runs_root)],
+        "mounts": mounts_under(servers_root.parent),
+        "folders": [str(p) for p in server_folders(servers_root)],
         "cgroups": [str(c) for base in _own_cgroup_dirs() for r in ready["runs"]
                     if (c := base / f"dacstyle-{Path(r).name}").exists()],  # bwrap's pids cgroup, where delegated
     }
 
 
-def nothing_left_within(ready: dict, runs_root: Path, timeout: float) -> dict:
+def nothing_left_within(ready: dict, servers_root: Path, timeout: float) -> dict:
     """Wait until nothing of the runs is left; what is still there at the deadline (empty: clean)."""
     deadline = time.monotonic() + timeout
     while True:
-        left = {k: v for k, v in leftovers(ready, runs_root).items() if v}
+        left = {k: v for k, v in leftovers(ready, servers_root).items() if v}
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.02)  # foreign processes and mounts have no event to wait on: poll within the deadline
 
 
 @pytest.fixture
-def host_cleanup(runs_root):
+def host_cleanup(servers_root):
     """Kill any host a test left and sweep its runs, even when the test fails."""
     hosts: list[subprocess.Popen] = []
     yield hosts
     for host in hosts:
         host.kill()
         host.wait(10)
-    cleanup_stale(runs_root, force=True)
+    cleanup_stale(servers_root, force=True)
 
 
 # -- SIGKILL: the reaper cleans -------------------------------------------------------------
 
 @pytest.mark.parametrize("runtime", ["task", "llm", pytest.param("bwrap", marks=pytest.mark.container)])
-def test_host_sigkill_leaves_no_process_mount_or_run_folder(runtime, request, tmp_path, runs_root, host_cleanup):
+def test_host_sigkill_leaves_no_process_mount_or_run_folder(runtime, request, tmp_path, servers_root, host_cleanup):
     image = request.getfixturevalue("packed_image") if runtime == "bwrap" else None
     host, ready = start_host("wait", runtime, tmp_path, image)
     host_cleanup.append(host)
@@ -187,15 +187,15 @@ def test_host_sigkill_leaves_no_process_mount_or_run_folder(runtime, request, tm
         sleeper = int((tmp_path / "pids").read_text())
         assert sleeper in ready["pids"] and process_alive(sleeper)
     if runtime == "bwrap":
-        assert mounts_under(runs_root.parent), "the image is not mounted"
+        assert mounts_under(servers_root.parent), "the image is not mounted"
         delegated = any(os.access(d, os.W_OK) for d in _own_cgroup_dirs())
-        assert leftovers(ready, runs_root)["cgroups"] or not delegated, "the run's cgroup is not where it is looked for"
+        assert leftovers(ready, servers_root)["cgroups"] or not delegated, "the run's cgroup is not where it is looked for"
     host.kill()
     host.wait(10)
-    assert nothing_left_within(ready, runs_root, BOUND_S) == {}
+    assert nothing_left_within(ready, servers_root, BOUND_S) == {}
 
 
-def test_what_a_dead_server_left_running_is_killed_while_the_host_lives(tmp_path, runs_root, host_cleanup):
+def test_what_a_dead_server_left_running_is_killed_while_the_host_lives(tmp_path, servers_root, host_cleanup):
     host, ready = start_host("wait", "task", tmp_path)
     host_cleanup.append(host)
     sleeper = int((tmp_path / "pids").read_text())
@@ -209,7 +209,7 @@ def test_what_a_dead_server_left_running_is_killed_while_the_host_lives(tmp_path
     assert task_run.is_dir() and host.poll() is None  # the run stays the host's to stop
 
 
-def test_host_sigkill_with_a_forked_worker_alive_still_cleans(tmp_path, runs_root, host_cleanup):
+def test_host_sigkill_with_a_forked_worker_alive_still_cleans(tmp_path, servers_root, host_cleanup):
     os.mkfifo(tmp_path / "fifo")
     host, ready = start_host("fork", "process", tmp_path)
     host_cleanup.append(host)
@@ -218,7 +218,7 @@ def test_host_sigkill_with_a_forked_worker_alive_still_cleans(tmp_path, runs_roo
     host.kill()
     host.wait(10)
     try:
-        assert nothing_left_within(ready, runs_root, BOUND_S) == {}
+        assert nothing_left_within(ready, servers_root, BOUND_S) == {}
     finally:
         with open(tmp_path / "fifo", "wb") as fifo:  # lets the forked worker end
             fifo.write(b"x")
@@ -227,7 +227,7 @@ def test_host_sigkill_with_a_forked_worker_alive_still_cleans(tmp_path, runs_roo
 # -- SIGTERM: the host cleans before it exits ----------------------------------------------
 
 @pytest.mark.parametrize("runtime", ["task", pytest.param("bwrap", marks=pytest.mark.container)])
-def test_host_sigterm_cleans_everything_then_calls_the_previous_handler(runtime, request, tmp_path, runs_root,
+def test_host_sigterm_cleans_everything_then_calls_the_previous_handler(runtime, request, tmp_path, servers_root,
                                                                        host_cleanup):
     image = request.getfixturevalue("packed_image") if runtime == "bwrap" else None
     host, ready = start_host("sigterm-chained", runtime, tmp_path, image)
@@ -236,15 +236,15 @@ def test_host_sigterm_cleans_everything_then_calls_the_previous_handler(runtime,
     line = readline(host.stdout, 60)
     assert host.wait(30) == 7, "the host's own SIGTERM handler did not run"
     assert json.loads(line) == {"in_previous_handler": {"folders": [], "pids": []}}
-    assert nothing_left_within(ready, runs_root, 0) == {}
+    assert nothing_left_within(ready, servers_root, 0) == {}
 
 
-def test_host_sigterm_with_the_default_handler_dies_of_sigterm_after_cleaning(tmp_path, runs_root, host_cleanup):
+def test_host_sigterm_with_the_default_handler_dies_of_sigterm_after_cleaning(tmp_path, servers_root, host_cleanup):
     host, ready = start_host("wait", "process", tmp_path)
     host_cleanup.append(host)
     host.send_signal(signal.SIGTERM)
     assert host.wait(30) == -signal.SIGTERM
-    assert nothing_left_within(ready, runs_root, 0) == {}  # cleaned before it died, not after by the reapers
+    assert nothing_left_within(ready, servers_root, 0) == {}  # cleaned before it died, not after by the reapers
 
 
 def test_sigterm_handler_only_while_runs_are_open_and_never_at_import(no_leftovers):
@@ -266,7 +266,7 @@ def test_sigterm_handler_only_while_runs_are_open_and_never_at_import(no_leftove
 # -- runners never closed ------------------------------------------------------------------
 
 @pytest.mark.parametrize("runtime", ["process", pytest.param("bwrap", marks=pytest.mark.container)])
-def test_runner_never_closed_is_cleaned_at_interpreter_exit(runtime, request, tmp_path, runs_root, host_cleanup):
+def test_runner_never_closed_is_cleaned_at_interpreter_exit(runtime, request, tmp_path, servers_root, host_cleanup):
     image = request.getfixturevalue("packed_image") if runtime == "bwrap" else None
     host, ready = start_host("exit", runtime, tmp_path, image)
     host_cleanup.append(host)
@@ -274,10 +274,10 @@ def test_runner_never_closed_is_cleaned_at_interpreter_exit(runtime, request, tm
     line = readline(host.stdout, 60)
     assert host.wait(30) == 0
     assert json.loads(line) == {"at_exit": {"folders": [], "pids": []}}
-    assert nothing_left_within(ready, runs_root, 0) == {}
+    assert nothing_left_within(ready, servers_root, 0) == {}
 
 
-def test_runner_never_closed_is_cleaned_when_collected(tmp_path, runs_root, host_cleanup):
+def test_runner_never_closed_is_cleaned_when_collected(tmp_path, servers_root, host_cleanup):
     host, ready = start_host("collected", "process", tmp_path)
     host_cleanup.append(host)
     assert host.wait(30) == 0
@@ -286,19 +286,19 @@ def test_runner_never_closed_is_cleaned_when_collected(tmp_path, runs_root, host
 
 # -- records: 'cleanup' and every new launch find what a dead host left ----------------------
 
-def _orphan_run(runs_root: Path) -> tuple[Path, subprocess.Popen]:
-    """A run folder as a host and its reaper leave it when both are killed: a payload still running."""
+def _orphan_run(servers_root: Path) -> tuple[Path, subprocess.Popen]:
+    """A server folder as a host and its reaper leave it when both are killed: a payload still running."""
     dead_host = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_host.wait(30)
-    run = RunDir.create()
+    run = ServerDir.create()
     payload = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     run.record(host_pid=dead_host.pid, host_start=None, pid=payload.pid, pid_start=start_time(payload.pid))
     return run.path, payload
 
 
-def test_a_new_runner_sweeps_runs_whose_host_is_dead(runs_root, no_leftovers):
-    stale, payload = _orphan_run(runs_root)
-    fresh = runs_root / "being-created"  # a folder without its owner record yet is not a leftover
+def test_a_new_runner_sweeps_runs_whose_host_is_dead(servers_root, no_leftovers):
+    stale, payload = _orphan_run(servers_root)
+    fresh = servers_root / "being-created"  # a folder without its owner record yet is not a leftover
     fresh.mkdir()
     try:
         with RemoteRunner(probe_benchmark(), runtime="process") as runner:
@@ -312,7 +312,7 @@ def test_a_new_runner_sweeps_runs_whose_host_is_dead(runs_root, no_leftovers):
         fresh.rmdir()
 
 
-def test_cleanup_finds_what_a_killed_host_and_reaper_left(tmp_path, runs_root, host_cleanup):
+def test_cleanup_finds_what_a_killed_host_and_reaper_left(tmp_path, servers_root, host_cleanup):
     host, ready = start_host("wait", "llm", tmp_path)
     host_cleanup.append(host)
     owner = json.loads((Path(ready["runs"][0]) / "owner.json").read_text())
@@ -326,11 +326,11 @@ def test_cleanup_finds_what_a_killed_host_and_reaper_left(tmp_path, runs_root, h
                           timeout=60, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert f"killed payload process {server}" in done.stdout and f"removed {ready['runs'][0]}" in done.stdout
-    assert nothing_left_within(ready, runs_root, BOUND_S) == {}
+    assert nothing_left_within(ready, servers_root, BOUND_S) == {}
 
 
 @pytest.mark.parametrize("runtime", ["process", pytest.param("bwrap", marks=pytest.mark.container)])
-def test_exec_is_recorded_and_reaped_when_killed(runtime, request, tmp_path, runs_root, host_cleanup):
+def test_exec_is_recorded_and_reaped_when_killed(runtime, request, tmp_path, servers_root, host_cleanup):
     image = str(request.getfixturevalue("packed_image")) if runtime == "bwrap" else "x.sif"
     python = "python3" if runtime == "bwrap" else sys.executable
     host = subprocess.Popen([sys.executable, "-m", "dacstyle.cli", "exec", "--runtime", runtime, image, "--", python,
@@ -338,7 +338,7 @@ def test_exec_is_recorded_and_reaped_when_killed(runtime, request, tmp_path, run
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     host_cleanup.append(host)
     assert readline(host.stdout, 120) == "ready\n"
-    (run,) = run_folders(runs_root)
+    (run,) = server_folders(servers_root)
     deadline = time.monotonic() + 30
     while "pid" not in json.loads((run / "owner.json").read_text()):  # recorded once the reaper reports
         assert time.monotonic() < deadline, "exec's payload was never recorded"
@@ -347,17 +347,17 @@ def test_exec_is_recorded_and_reaped_when_killed(runtime, request, tmp_path, run
     assert json.loads((run / "owner.json").read_text())["pid"] in ready["pids"]
     host.kill()
     host.wait(10)
-    assert nothing_left_within(ready, runs_root, BOUND_S) == {}
+    assert nothing_left_within(ready, servers_root, BOUND_S) == {}
 
 
-def test_runs_another_node_recorded_are_never_swept(runs_root, no_leftovers):
-    run = RunDir.create()
+def test_runs_another_node_recorded_are_never_swept(servers_root, no_leftovers):
+    run = ServerDir.create()
     run.record(node="another-node", host_pid=1 << 22, host_start=None)  # a dead pid here means nothing there
     assert cleanup_stale(force=True) == [] and run.path.is_dir()
     run.remove()
 
 
-def test_runs_of_a_live_host_are_never_swept(runs_root, no_leftovers):
+def test_runs_of_a_live_host_are_never_swept(servers_root, no_leftovers):
     with RemoteRunner(probe_benchmark(), runtime="process") as first:
         obj = first.get_object()
         with RemoteRunner(probe_benchmark(), runtime="process") as second:

@@ -10,7 +10,7 @@ import pytest
 from dacstyle.llm.container import ContainerLLMService
 from dacstyle.llm.service import free_port
 
-from conftest import child_pids, run_folders
+from conftest import child_pids, server_folders
 
 
 def cmdlines() -> list[bytes]:
@@ -25,7 +25,7 @@ def cmdlines() -> list[bytes]:
 
 
 @pytest.mark.parametrize("runtime", ["process", pytest.param("bwrap", marks=pytest.mark.container)])
-def test_service_starts_in_the_runtime_with_a_secret_key_off_every_argv(runtime, request, tmp_path, runs_root):
+def test_service_starts_in_the_runtime_with_a_secret_key_off_every_argv(runtime, request, tmp_path, servers_root):
     image = request.getfixturevalue("packed_image") if runtime == "bwrap" else None
     replies = tmp_path / "replies.json"
     replies.write_text(json.dumps(["hello from the container"]))
@@ -44,6 +44,6 @@ def test_service_starts_in_the_runtime_with_a_secret_key_off_every_argv(runtime,
         client = service.client("fake-model")
         assert client.chat([{"role": "user", "content": "hi"}]) == "hello from the container"
         client.close()
-        assert oct((service.run.path / "host" / "api_key").stat().st_mode & 0o777) == "0o600"
+        assert oct((service.server_dir.path / "host" / "api_key").stat().st_mode & 0o777) == "0o600"
     assert child_pids() - before == set()
-    assert run_folders(runs_root) == []
+    assert server_folders(servers_root) == []

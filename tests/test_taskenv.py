@@ -14,7 +14,7 @@ from dacstyle.agents.scripted import ScriptedCompetitionAgent
 from dacstyle.competitions import Grader, TaskEnv, list_competitions, make_competition
 from dacstyle.competitions.sandbox import descendants, is_subreaper
 from dacstyle.errors import DacstyleError
-from dacstyle.runtimes.rundir import process_alive
+from dacstyle.runtimes.serverdir import process_alive
 
 from test_grader import sklearn_score
 

@@ -2,7 +2,9 @@
 
 from .channel import Channel
 from .proxies import RemoteEnvironment, RemoteObject
-from .runner import RemoteRunner, RunResults
+from dacstyle.results import RunResults
+
+from .runner import RemoteRunner
 from .server import Server
 
 __all__ = ["Channel", "RemoteEnvironment", "RemoteObject", "RemoteRunner", "RunResults", "Server"]

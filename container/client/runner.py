@@ -40,7 +40,7 @@ from .proxies import RemoteEnvironment, RemoteObject
 from .server import Server
 from .vector import RemoteVectorEnv
 
-__all__ = ["RemoteRunner", "RunResults"]
+__all__ = ["RemoteRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class RemoteRunner:
                 grader_binds, grader_paths = self._binds(grader, [])
                 self._grader_server = self._start_server(grader_binds, agent=True)
                 self.grader = self._grader_server.create(grader.resolved(grader_paths))  # type: ignore[assignment]
-                endpoint = Bind(str(self._grader_server.run.path / "agent"), GRADER_DIR_INSIDE, readonly=False)
+                endpoint = Bind(str(self._grader_server.server_dir.path / "agent"), GRADER_DIR_INSIDE, readonly=False)
                 binds.append(endpoint)
                 paths["grader"] = self.runtime.path_inside(endpoint)
             self._spec = self.benchmark.resolved(paths)
@@ -358,8 +358,8 @@ class RemoteRunner:
         return self._image_record
 
     def _copy_server_log(self, folder: Path) -> None:
-        if self._server is not None and self._server.run.log_path.exists():
-            shutil.copyfile(self._server.run.log_path, folder / "server.log")
+        if self._server is not None and self._server.server_dir.log_path.exists():
+            shutil.copyfile(self._server.server_dir.log_path, folder / "server.log")
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -25,7 +25,7 @@ from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.config import config
 from dacstyle.errors import ChannelError, DacstyleError, ProtocolMismatchError, ServerStartError
 from dacstyle.runtimes import PIPE, Bind, Handle, LaunchSpec, LocalProcess, Runtime
-from dacstyle.runtimes.rundir import RunDir
+from dacstyle.runtimes.serverdir import ServerDir
 
 from ..protocol import CONTROL_OBJECT, READY_PREFIX, check_versions
 from .channel import Channel
@@ -42,7 +42,7 @@ def server_argv(runtime: Runtime, spec: LaunchSpec, tcp: str | None = None) -> l
     argv = [runtime.python(spec), "-m", SERVER_MODULE, "--token-file", f"{inside}/token",
             "--max-message-size", str(config.max_message_size)]
     argv += ["--tcp", tcp] if tcp else ["--socket", f"{inside}/server.sock"]
-    if spec.run.has_agent:
+    if spec.server_dir.has_agent:
         agent = runtime.agent_dir_inside(spec)
         argv += ["--agent-socket", f"{agent}/agent.sock", "--agent-token-file", f"{agent}/token"]
     return argv
@@ -62,30 +62,30 @@ def wait_ready(handle: LocalProcess, timeout: float) -> dict[str, Any]:
     while b"\n" not in buffer:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ServerStartError(f"server did not become ready within {timeout:.0f} s", handle.run.log_tail())
+            raise ServerStartError(f"server did not become ready within {timeout:.0f} s", handle.server_dir.log_tail())
         if select.select([stdout], [], [], remaining)[0]:
             chunk = os.read(stdout.fileno(), 4096)
             if not chunk:
                 code = handle.wait(2.0)
-                raise ServerStartError(f"server exited during start-up (exit code {code})", handle.run.log_tail())
+                raise ServerStartError(f"server exited during start-up (exit code {code})", handle.server_dir.log_tail())
             buffer += chunk
     stdout.close()
     line = buffer.split(b"\n", 1)[0].decode("utf-8", "replace")
     if not line.startswith(READY_PREFIX):
-        raise ServerStartError(f"server printed {line[:200]!r} instead of its ready line", handle.run.log_tail())
+        raise ServerStartError(f"server printed {line[:200]!r} instead of its ready line", handle.server_dir.log_tail())
     try:
         return dict(json.loads(line[len(READY_PREFIX):]))
     except ValueError as exc:
-        raise ServerStartError(f"server printed a malformed ready line {line[:200]!r}", handle.run.log_tail()) from exc
+        raise ServerStartError(f"server printed a malformed ready line {line[:200]!r}", handle.server_dir.log_tail()) from exc
 
 
 class Server:
-    """A running server: its handle (process and run folder) and control channel."""
+    """A running server: its handle (process and server folder) and control channel."""
 
     def __init__(self, runtime: Runtime, process: Handle, channel: Channel, hello: dict[str, Any]) -> None:
         self.runtime = runtime
         self.process = process
-        self.run = process.run
+        self.server_dir = process.server_dir
         self.channel = channel
         self.hello = hello
         self._control_lock = threading.Lock()
@@ -109,25 +109,25 @@ class Server:
     ) -> "Server":
         """Start a server and complete the handshake; on failure nothing is left behind.
 
-        ``tcp`` ("HOST:PORT", port 0 for any) serves on TCP instead of the run
+        ``tcp`` ("HOST:PORT", port 0 for any) serves on TCP instead of the server
         folder's Unix socket, for a host on another node; the token still applies.
         """
-        run = RunDir.create(agent=agent)
-        spec = LaunchSpec(run=run, image=image, binds=list(binds or []), env=dict(env or {}), gpu=gpu,
+        folder = ServerDir.create(agent=agent)
+        spec = LaunchSpec(server_dir=folder, image=image, binds=list(binds or []), env=dict(env or {}), gpu=gpu,
                           network=server_network(tcp))
         process: Handle | None = None
         try:
-            with open(run.log_path, "ab") as log:
+            with open(folder.log_path, "ab") as log:
                 process = runtime.launch(spec, server_argv(runtime, spec, tcp), stdin=PIPE, stdout=PIPE, stderr=log)
             assert isinstance(process, LocalProcess)
             ready = wait_ready(process, start_timeout)
-            location = f"unix:{run.path / 'host' / 'server.sock'}" if ready["host"].startswith("unix:") else ready["host"]
+            location = f"unix:{folder.path / 'host' / 'server.sock'}" if ready["host"].startswith("unix:") else ready["host"]
             channel = Channel(
                 location,
-                run.token("host"),
+                folder.token("host"),
                 call_timeout=call_timeout,
                 server_gone=lambda wait, p=process: p.wait(wait) is not None,
-                stderr_tail=run.log_tail,
+                stderr_tail=folder.log_tail,
             )
             control = channel.proxy(CONTROL_OBJECT)
             try:
@@ -135,13 +135,13 @@ class Server:
             finally:
                 control._pyroRelease()
         except BaseException as exc:
-            tail = run.log_tail()
+            tail = folder.log_tail()
             if process is not None:
                 try:
                     process.stop(timeout=2.0)
                 except Exception:
                     pass
-            run.remove()
+            folder.remove()
             if isinstance(exc, DacstyleError) and not isinstance(exc, ChannelError):
                 raise
             if isinstance(exc, (ChannelError, ValueError, KeyError)):
@@ -177,7 +177,7 @@ class Server:
             self.control("release", object_id, timeout=10.0)
 
     def close(self) -> None:
-        """Stop the server, its runtime's mounts and remove the run folder (idempotent)."""
+        """Stop the server, its runtime's mounts and remove the server folder (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -193,7 +193,7 @@ class Server:
                 self._control._pyroClaimOwnership()
                 self._control._pyroRelease()
         finally:
-            self.process.stop()  # ends the server's tree and removes the run folder
+            self.process.stop()  # ends the server's tree and removes the server folder
 
     def __enter__(self) -> "Server":
         return self

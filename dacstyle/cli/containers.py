@@ -95,7 +95,7 @@ def _env_item(text: str) -> tuple[str, str]:
 def _exec(args: argparse.Namespace) -> int:
     from ..config import config
     from ..runtimes import LaunchSpec, get_runtime
-    from ..runtimes.rundir import RunDir
+    from ..runtimes.serverdir import ServerDir
 
     runtime = get_runtime(args.runtime or config.runtime)
     image = Path(args.image)  # unresolved for 'process', which only warns that it ignores it
@@ -103,12 +103,12 @@ def _exec(args: argparse.Namespace) -> int:
         from ..images import resolve_image
 
         image = resolve_image(args.image)
-    run = RunDir.create()
-    spec = LaunchSpec(run=run, image=image, binds=list(args.bind), env=dict(args.env), gpu=args.gpu)
+    folder = ServerDir.create()
+    spec = LaunchSpec(server_dir=folder, image=image, binds=list(args.bind), env=dict(args.env), gpu=args.gpu)
     try:  # the one launch path: recorded for 'dacstyle cleanup', reaped if this process dies
         handle = runtime.launch(spec, list(args.command), session=False)
     except BaseException:
-        run.remove()
+        folder.remove()
         raise
     try:
         code = _wait(handle)

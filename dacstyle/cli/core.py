@@ -153,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from dacstyle.runtimes.rundir import cleanup_stale
+    from dacstyle.runtimes.serverdir import cleanup_stale
 
     done = cleanup_stale(force=args.force)
     print("\n".join(done) if done else "nothing to clean up")

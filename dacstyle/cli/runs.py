@@ -63,7 +63,7 @@ def _runs(args: argparse.Namespace) -> int:
 
     if args.action == "show":
         if args.run_dir is None:
-            raise SystemExit("dacstyle runs show: give a RUN_DIR")
+            raise ValueError("'dacstyle runs show' needs a RUN_DIR (see 'dacstyle runs --help')")
         results = RunResults.load(args.run_dir)
         for key, value in results.summary().items():
             print(f"{key:>13}: {value}")

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunResult", "become_subreaper", "descendants", "is_subreaper", "run_limited", "subreaper"]
+__all__ = ["ActionResult", "become_subreaper", "descendants", "is_subreaper", "run_limited", "subreaper"]
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
@@ -43,7 +43,7 @@ _CLEANUP_SECONDS = 5.0
 
 
 @dataclass
-class RunResult:
+class ActionResult:
     """What one limited run produced."""
 
     output: str
@@ -166,7 +166,7 @@ def run_limited(
     env: dict[str, str] | None = None,
     time_limit: float = 60.0,
     output_limit: int = 64 * 1024,
-) -> RunResult:
+) -> ActionResult:
     """Run ``argv`` (never through a shell) under a time limit and an output cap."""
     with subreaper() as reaping:
         result = _run(argv, cwd, env, time_limit, output_limit)
@@ -174,7 +174,7 @@ def run_limited(
     return result
 
 
-def _run(argv: Sequence[str], cwd: str | Path, env: dict[str, str] | None, time_limit: float, output_limit: int) -> RunResult:
+def _run(argv: Sequence[str], cwd: str | Path, env: dict[str, str] | None, time_limit: float, output_limit: int) -> ActionResult:
     protected = set(descendants())
     start = time.monotonic()
     deadline = start + time_limit
@@ -248,7 +248,7 @@ def _run(argv: Sequence[str], cwd: str | Path, env: dict[str, str] | None, time_
         while not eof and time.monotonic() < end:
             eof = drain(0.05)
     proc.stdout.close()
-    return RunResult(
+    return ActionResult(
         output=_sanitize(bytes(kept)),
         exit_code=exit_code,
         timed_out=timed_out,

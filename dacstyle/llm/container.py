@@ -1,6 +1,6 @@
 """An OpenAI-compatible server (vLLM) started in an image through a runtime, as a node service.
 
-The API key is random, written 0600 into the run folder that the runtime binds
+The API key is random, written 0600 into the server folder that the runtime binds
 in, and moved into ``VLLM_API_KEY`` by a tiny launcher inside the container:
 never in any process's argv. The server listens on the address given (the
 node's), and readiness is ``GET /v1/models`` with the key, while the process
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..runtimes import Bind, LaunchSpec, Runtime, get_runtime
-from ..runtimes.rundir import RunDir
+from ..runtimes.serverdir import ServerDir
 from .service import LLMService, free_port, generate_api_key, node_address
 
 __all__ = ["ContainerLLMService", "vllm_service", "KEY_LAUNCHER"]
@@ -49,13 +49,13 @@ class ContainerLLMService(LLMService):
         self.binds = [b if isinstance(b, Bind) else Bind.parse(b) for b in binds]
         self.gpu = gpu
 
-    def launch_spec(self, run: RunDir) -> LaunchSpec:
+    def launch_spec(self, server_dir: ServerDir) -> LaunchSpec:
         """The image, binds and devices; no environment (it would be in the runtime's argv)."""
-        return LaunchSpec(run=run, image=self.image, binds=list(self.binds), gpu=self.gpu)
+        return LaunchSpec(server_dir=server_dir, image=self.image, binds=list(self.binds), gpu=self.gpu)
 
     def command(self, spec: LaunchSpec) -> list[str]:
-        """Write the key 0600 into the run folder; the launcher inside moves it into the environment."""
-        spec.run.write_secret("host/api_key", self.api_key)
+        """Write the key 0600 into the server folder; the launcher inside moves it into the environment."""
+        spec.server_dir.write_secret("host/api_key", self.api_key)
         key_file = f"{self.runtime.run_dir_inside(spec)}/api_key"
         return [self.runtime.python(spec), "-c", KEY_LAUNCHER, key_file, *self.argv]
 

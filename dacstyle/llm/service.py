@@ -11,7 +11,7 @@ environment and keeps it off the argv unless asked. vLLM checks the key only on
 always give the node's address (``--host``), never ``0.0.0.0`` on shared nodes.
 
 :class:`LLMService` starts any such command (vLLM, or the fake server in
-tests) through the one launch path (``Runtime.launch``: a run folder, the per-run
+tests) through the one launch path (``Runtime.launch``: a server folder, the per-run
 reaper, ``dacstyle cleanup`` finds it after a crash), waits for readiness on
 ``GET /v1/models`` with the key while watching the process's exit, with one
 deadline, and raises :class:`~dacstyle.errors.ServerStartError` with the tail of
@@ -32,7 +32,7 @@ import requests
 from ..errors import IsolationWarning, ServerStartError
 from ..runtimes import Handle, LaunchSpec, Runtime
 from ..runtimes.process import ProcessRuntime
-from ..runtimes.rundir import RunDir
+from ..runtimes.serverdir import ServerDir
 from .client import OpenAIClient
 
 __all__ = ["LLMService", "generate_api_key", "vllm_command", "node_address", "free_port"]
@@ -110,7 +110,7 @@ class LLMService:
         self.start_timeout = float(start_timeout)
         self.poll_interval = float(poll_interval)
         self.handle: Handle | None = None
-        self.run: RunDir | None = None
+        self.server_dir: ServerDir | None = None
 
     def __repr__(self) -> str:  # no key
         return f"LLMService({self.argv[:3]!r}..., url={self.url!r})"
@@ -125,9 +125,9 @@ class LLMService:
         """An :class:`OpenAIClient` for this service, with its key."""
         return OpenAIClient(self.url, model=model, api_key=self.api_key, **kwargs)  # type: ignore[arg-type]
 
-    def launch_spec(self, run: RunDir) -> LaunchSpec:
+    def launch_spec(self, server_dir: ServerDir) -> LaunchSpec:
         """Where the command runs: here, the host itself with ``env`` added."""
-        return LaunchSpec(run=run, env=dict(self.env))
+        return LaunchSpec(server_dir=server_dir, env=dict(self.env))
 
     def command(self, spec: LaunchSpec) -> list[str]:
         """The argv as the runtime runs it (here: ``argv`` itself)."""
@@ -137,17 +137,17 @@ class LLMService:
         """Start the process through its runtime and wait until it is ready; returns self."""
         if self.handle is not None:
             raise ServerStartError("the service is already started")
-        self.run = RunDir.create()
+        self.server_dir = ServerDir.create()
         try:
-            spec = self.launch_spec(self.run)
+            spec = self.launch_spec(self.server_dir)
             argv = self.command(spec)
-            with open(self.run.log_path, "ab") as log, warnings.catch_warnings():
+            with open(self.server_dir.log_path, "ab") as log, warnings.catch_warnings():
                 if isinstance(self.runtime, ProcessRuntime) and type(self) is LLMService:
                     warnings.simplefilter("ignore", IsolationWarning)  # a host command, run as asked
                 self.handle = self.runtime.launch(spec, argv, stdin=subprocess.DEVNULL, stdout=log,
                                                   stderr=subprocess.STDOUT)
         except BaseException:
-            self.run.remove()
+            self.server_dir.remove()
             raise
         try:
             self.wait_ready()
@@ -189,10 +189,10 @@ class LLMService:
 
     def output_tail(self) -> str:
         """The last few KB of the server's stdout and stderr."""
-        return self.run.log_tail() if self.run is not None else ""
+        return self.server_dir.log_tail() if self.server_dir is not None else ""
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the process tree, SIGKILL after ``timeout``; the run folder and its log go with it."""
+        """SIGTERM the process tree, SIGKILL after ``timeout``; the server folder and its log go with it."""
         handle, self.handle = self.handle, None
         if handle is not None:
             handle.stop(timeout)

@@ -7,7 +7,7 @@ The server is started with::
         [--bind SRC:DST[:ro]]... [--nv] [--env K=V]... IMAGE.sif python3 -m dacstyle.container.server ...
 
 as an argv list (never a shell string). The token is never in argv: the server
-reads it from the bound run folder. ``--env`` values *are* in argv (visible in
+reads it from the bound server folder. ``--env`` values *are* in argv (visible in
 ``ps``), so ``LaunchSpec.env`` must never carry a secret.
 
 Why not spython's ``Client.execute``/``instance``: it only ever calls
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 from ..errors import ImageNotFoundError, RuntimeUnavailableError
-from .base import AGENT_DIR_INSIDE, RUN_DIR_INSIDE, LaunchSpec, Runtime
+from .base import AGENT_DIR_INSIDE, SERVER_DIR_INSIDE, LaunchSpec, Runtime
 
 __all__ = ["ApptainerRuntime", "SingularityRuntime", "find_binary"]
 
@@ -103,9 +103,9 @@ class _ExecRuntime(Runtime):
     def _argv(self, spec: LaunchSpec, command: list[str], network: bool) -> list[str]:
         image = self._require_image(spec)
         argv = [self._require_binary(), "exec", *ISOLATION_FLAGS, *([] if network else NO_NETWORK),
-                "--bind", f"{spec.run.path}/host:{RUN_DIR_INSIDE}"]
-        if spec.run.has_agent:
-            argv += ["--bind", f"{spec.run.path}/agent:{AGENT_DIR_INSIDE}"]
+                "--bind", f"{spec.server_dir.path}/host:{SERVER_DIR_INSIDE}"]
+        if spec.server_dir.has_agent:
+            argv += ["--bind", f"{spec.server_dir.path}/agent:{AGENT_DIR_INSIDE}"]
         for bind in spec.binds:
             argv += ["--bind", f"{bind.src}:{bind.dst}:ro" if bind.readonly else f"{bind.src}:{bind.dst}"]
         if spec.gpu:

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import IO, Any, Callable, ClassVar
 
 from .handle import Handle, LocalProcess
-from .rundir import RunDir, cleanup_stale
+from .serverdir import ServerDir, cleanup_stale
 
-__all__ = ["Bind", "LaunchSpec", "Runtime", "RUN_DIR_INSIDE", "AGENT_DIR_INSIDE", "PIPE"]
+__all__ = ["Bind", "LaunchSpec", "Runtime", "SERVER_DIR_INSIDE", "AGENT_DIR_INSIDE", "PIPE"]
 
 PIPE = subprocess.PIPE
 
-RUN_DIR_INSIDE = "/run/dacstyle"
+SERVER_DIR_INSIDE = "/run/dacstyle"
 AGENT_DIR_INSIDE = "/run/dacstyle-agent"
 GRADER_DIR_INSIDE = "/run/dacstyle-grader"  # a grader's agent endpoint, seen from the task container
 
@@ -51,9 +51,9 @@ class Bind:
 
 @dataclass
 class LaunchSpec:
-    """Where and how to run an argv: its run folder, image, binds, environment and devices."""
+    """Where and how to run an argv: its server folder, image, binds, environment and devices."""
 
-    run: RunDir
+    server_dir: ServerDir
     image: Path | None = None
     binds: list[Bind] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -87,15 +87,15 @@ class Runtime(abc.ABC):
         return "python3"
 
     def prepare(self, spec: LaunchSpec) -> list[Callable[[], None]]:
-        """Set up what the argv needs (mounts, recorded in the run folder first); returns the undo steps."""
+        """Set up what the argv needs (mounts, recorded in the server folder first); returns the undo steps."""
         return []
 
     def run_dir_inside(self, spec: LaunchSpec) -> str:
-        """Where the run folder's host/ part appears inside."""
-        return RUN_DIR_INSIDE
+        """Where the server folder's host/ part appears inside."""
+        return SERVER_DIR_INSIDE
 
     def agent_dir_inside(self, spec: LaunchSpec) -> str:
-        """Where the run folder's agent/ part appears inside."""
+        """Where the server folder's agent/ part appears inside."""
         return AGENT_DIR_INSIDE
 
     def path_inside(self, bind: Bind) -> str:
@@ -109,13 +109,13 @@ class Runtime(abc.ABC):
 
         First sweeps runs whose host died (``cleanup_stale``). ``session`` puts the
         payload in a session of its own (servers); without it, it shares the
-        terminal's signals (``dacstyle exec``). Stopping the handle removes the run folder.
+        terminal's signals (``dacstyle exec``). Stopping the handle removes the server folder.
         """
         cleanup_stale()
         teardown = self.prepare(spec)
         try:
-            spec.run.record(runtime=self.name)
-            return LocalProcess(self.exec_argv(spec, argv), spec.run, env=self.host_env(spec), teardown=teardown,
+            spec.server_dir.record(runtime=self.name)
+            return LocalProcess(self.exec_argv(spec, argv), spec.server_dir, env=self.host_env(spec), teardown=teardown,
                                 stdin=stdin, stdout=stdout, stderr=stderr, session=session)
         except BaseException:
             for undo in reversed(teardown):

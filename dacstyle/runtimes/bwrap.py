@@ -1,7 +1,7 @@
 """The ``bwrap`` runtime: a SIF image run with squashfuse and bubblewrap, no Apptainer.
 
 The image's primary squashfs partition is mounted read-only in place
-(``squashfuse -o offset=N``) inside the run folder; bubblewrap then builds the
+(``squashfuse -o offset=N``) inside the server folder; bubblewrap then builds the
 container's root as a tmpfs with each top-level entry of the image bound back
 read-only (Debian's bubblewrap has no overlays and cannot create a bind target
 inside a read-only root). The isolation matches ``apptainer exec --containall
@@ -17,7 +17,7 @@ every mount is ``nosuid,nodev`` (bwrap's default for binds and tmpfs), /tmp,
 data memory and file size are limited (:mod:`dacstyle.runtimes.limits`). A
 server has a private network namespace with only a loopback (no route out)
 unless it listens on TCP or ``sandbox_network`` is set; its socket is in the
-bound run folder.
+bound server folder.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Callable
 
 from ..config import config
 from ..errors import ContainerError, RuntimeUnavailableError
-from .base import AGENT_DIR_INSIDE, RUN_DIR_INSIDE, Bind, LaunchSpec, Runtime
+from .base import AGENT_DIR_INSIDE, SERVER_DIR_INSIDE, Bind, LaunchSpec, Runtime
 from .limits import Limits, launcher_argv, make_cgroup, remove_cgroup
-from .rundir import unmount
+from .serverdir import unmount
 
 __all__ = ["BwrapRuntime", "mount_image", "sandbox_argv"]
 
@@ -166,16 +166,16 @@ class BwrapRuntime(Runtime):
         return "runtime 'bwrap' needs bwrap, squashfuse, fusermount3 and /dev/fuse"
 
     def _rootfs(self, spec: LaunchSpec) -> Path:
-        return spec.run.path / "rootfs"
+        return spec.server_dir.path / "rootfs"
 
     def _cgroup(self, spec: LaunchSpec) -> Path | None:
         """The run's pids cgroup when :meth:`prepare` could make one."""
-        return self._cgroups.get(spec.run.path)
+        return self._cgroups.get(spec.server_dir.path)
 
     def _binds(self, spec: LaunchSpec) -> list[Bind]:
-        binds = [Bind(str(spec.run.path / "host"), RUN_DIR_INSIDE, readonly=False)]
-        if spec.run.has_agent:
-            binds.append(Bind(str(spec.run.path / "agent"), AGENT_DIR_INSIDE, readonly=False))
+        binds = [Bind(str(spec.server_dir.path / "host"), SERVER_DIR_INSIDE, readonly=False)]
+        if spec.server_dir.has_agent:
+            binds.append(Bind(str(spec.server_dir.path / "agent"), AGENT_DIR_INSIDE, readonly=False))
         return binds + list(spec.binds)
 
     def prepare(self, spec: LaunchSpec) -> list[Callable[[], None]]:
@@ -184,21 +184,21 @@ class BwrapRuntime(Runtime):
         if spec.image is None:
             raise ContainerError("runtime 'bwrap' needs an image")
         rootfs = self._rootfs(spec)
-        spec.run.record(mounts=[str(rootfs)])  # first, so cleanup finds a mount left by a crash
+        spec.server_dir.record(mounts=[str(rootfs)])  # first, so cleanup finds a mount left by a crash
         try:
             mount_image(Path(spec.image), rootfs)
         except BaseException:
             unmount(str(rootfs))
             raise
-        cgroup = make_cgroup(f"dacstyle-{spec.run.path.name}", config.sandbox_max_processes)
+        cgroup = make_cgroup(f"dacstyle-{spec.server_dir.path.name}", config.sandbox_max_processes)
         if cgroup is None:
             return [lambda: unmount(str(rootfs))]
-        self._cgroups[spec.run.path] = cgroup
-        spec.run.record(cgroups=[str(cgroup)])  # the reaper and cleanup remove it after a crash
+        self._cgroups[spec.server_dir.path] = cgroup
+        spec.server_dir.record(cgroups=[str(cgroup)])  # the reaper and cleanup remove it after a crash
 
         def undo_cgroup() -> None:
             remove_cgroup(cgroup)
-            self._cgroups.pop(spec.run.path, None)
+            self._cgroups.pop(spec.server_dir.path, None)
         return [lambda: unmount(str(rootfs)), undo_cgroup]
 
     def exec_argv(self, spec: LaunchSpec, command: list[str]) -> list[str]:

@@ -7,7 +7,7 @@ that the reaper watches, so that every way the host ends cleans the same things:
 
 * ``stop()``: close the payload's stdin lifeline, then SIGTERM, then SIGKILL the
   tree, each after a grace period; then close the socket pair, and the reaper
-  unmounts and removes the run folder before it exits;
+  unmounts and removes the server folder before it exits;
 * a handle never stopped: ``weakref.finalize`` stops it when it is collected or
   at interpreter exit;
 * SIGTERM: while handles are live, a handler (installed then, chained to the
@@ -35,7 +35,7 @@ from typing import IO, Any, Callable
 
 from ..errors import ServerStartError
 from . import reaper
-from .rundir import RunDir
+from .serverdir import ServerDir
 
 __all__ = ["Handle", "LocalProcess"]
 
@@ -49,7 +49,7 @@ _FORK_HOOK: list[bool] = []
 class Handle(abc.ABC):
     """A started payload, wherever it runs: query it, wait for it, stop it (which cleans its run)."""
 
-    run: RunDir
+    server_dir: ServerDir
 
     @property
     @abc.abstractmethod
@@ -66,7 +66,7 @@ class Handle(abc.ABC):
 
     @abc.abstractmethod
     def stop(self, timeout: float = 5.0) -> None:
-        """End the payload and remove everything of its run (processes, mounts, run folder); idempotent."""
+        """End the payload and remove everything of its run (processes, mounts, server folder); idempotent."""
 
     def __enter__(self) -> "Handle":
         return self
@@ -78,11 +78,11 @@ class Handle(abc.ABC):
 class _State:
     """What stopping needs, kept apart from the handle so that its finalizer can hold it."""
 
-    def __init__(self, popen: subprocess.Popen, control: socket.socket, run: RunDir,
+    def __init__(self, popen: subprocess.Popen, control: socket.socket, server_dir: ServerDir,
                  teardown: list[Callable[[], None]]) -> None:
         self.popen = popen
         self.control = control
-        self.run = run
+        self.server_dir = server_dir
         self.teardown = teardown
         self.owner = os.getpid()
         self.code: int | None = None
@@ -164,7 +164,7 @@ def _stop(state: _State) -> None:
             state.send(b"k")
             state.wait(reaper.KILL_DEADLINE_S + 1.0)
     finally:
-        state.control.close()  # the reaper kills what is left, unmounts, removes the run folder, exits
+        state.control.close()  # the reaper kills what is left, unmounts, removes the server folder, exits
         try:
             state.popen.wait(10.0)
         except subprocess.TimeoutExpired:
@@ -179,7 +179,7 @@ def _stop(state: _State) -> None:
                 undo()
             except Exception as exc:
                 errors.append(exc)
-        state.run.remove()
+        state.server_dir.remove()
         _forget(state)
         if errors:
             raise errors[0]
@@ -188,12 +188,12 @@ def _stop(state: _State) -> None:
 class LocalProcess(Handle):
     """A payload on this machine, started under its per-run reaper (see the module doc)."""
 
-    def __init__(self, argv: list[str], run: RunDir, *, env: dict[str, str], teardown: list[Callable[[], None]],
+    def __init__(self, argv: list[str], server_dir: ServerDir, *, env: dict[str, str], teardown: list[Callable[[], None]],
                  stdin: int | None = None, stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
                  session: bool = True) -> None:
-        self.run = run
+        self.server_dir = server_dir
         host_end, reaper_end = socket.socketpair()
-        command = [sys.executable, "-I", "-S", reaper.__file__, str(run.path), str(reaper_end.fileno()), "--", *argv]
+        command = [sys.executable, "-I", "-S", reaper.__file__, str(server_dir.path), str(reaper_end.fileno()), "--", *argv]
         try:
             popen = subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=stderr, env=env, close_fds=True,
                                      pass_fds=(reaper_end.fileno(),), start_new_session=session)
@@ -202,10 +202,10 @@ class LocalProcess(Handle):
             raise
         finally:
             reaper_end.close()
-        self._state = _State(popen, host_end, run, teardown)
+        self._state = _State(popen, host_end, server_dir, teardown)
         self._stopper = weakref.finalize(self, _stop, self._state)
         _remember(self._stopper, self._state)
-        run.record(reaper_pid=popen.pid, reaper_start=reaper.start_time(popen.pid))
+        server_dir.record(reaper_pid=popen.pid, reaper_start=reaper.start_time(popen.pid))
         line = self._state.message(_STARTED_TIMEOUT_S)
         if not line or not line.startswith("started "):
             self._state.ended, self._state.code = True, 127  # nothing to wait for
@@ -214,7 +214,7 @@ class LocalProcess(Handle):
             raise ServerStartError(f"cannot start the command: {why}")
         _, pid, started = line.split()
         self.pid = int(pid)
-        run.record(pid=self.pid, pid_start=int(started) if started.isdigit() else None)
+        server_dir.record(pid=self.pid, pid_start=int(started) if started.isdigit() else None)
 
     @property
     def id(self) -> str:

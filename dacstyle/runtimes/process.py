@@ -29,10 +29,10 @@ class ProcessRuntime(Runtime):
         return True
 
     def run_dir_inside(self, spec: LaunchSpec) -> str:
-        return str(spec.run.path / "host")
+        return str(spec.server_dir.path / "host")
 
     def agent_dir_inside(self, spec: LaunchSpec) -> str:
-        return str(spec.run.path / "agent")
+        return str(spec.server_dir.path / "agent")
 
     def path_inside(self, bind: Bind) -> str:
         return bind.src

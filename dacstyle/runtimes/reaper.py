@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 
-__all__ = ["descendants", "kill_tree", "clean_run", "unmount", "start_time", "same_process"]
+__all__ = ["descendants", "kill_tree", "clean_server_dir", "unmount", "start_time", "same_process"]
 
 PR_SET_CHILD_SUBREAPER = 36
 KILL_DEADLINE_S = 1.5
@@ -127,8 +127,8 @@ def unmount(mountpoint: str) -> None:
             subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
-def clean_run(run: str | os.PathLike[str]) -> list[str]:
-    """Unmount what the run folder's owner.json lists, then remove the folder; one line per action."""
+def clean_server_dir(run: str | os.PathLike[str]) -> list[str]:
+    """Unmount what the server folder's owner.json lists, then remove the folder; one line per action."""
     import json
     import shutil
 
@@ -216,7 +216,7 @@ def serve(run: str, control: int, argv: list[str]) -> int:
                 data = b""
             if not data:
                 kill_tree(me)
-                clean_run(run)
+                clean_server_dir(run)
                 return 0
             if b"t" in data:
                 signal_tree(me, signal.SIGTERM)
@@ -242,7 +242,7 @@ def _child_exit(control: int, child: int | None, me: int) -> int | None:
 
 
 def main(args: list[str]) -> int:
-    """``reaper.py RUN FD -- ARGV...``: RUN is the run folder, FD this side of the socket pair."""
+    """``reaper.py RUN FD -- ARGV...``: RUN is the server folder, FD this side of the socket pair."""
     if len(args) < 4 or args[2] != "--":
         print("usage: reaper.py RUN FD -- ARGV...", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
-"""Private per-run folders on the host, and cleanup of what a killed host left.
+"""Private per-server folders on the host, and cleanup of what a killed host left.
 
-A run folder is created 0700 under ``$XDG_RUNTIME_DIR/dacstyle`` or
+A server folder is created 0700 under ``$XDG_RUNTIME_DIR/dacstyle`` or
 ``/tmp/dacstyle-$UID`` with a short random name (Unix socket paths must stay
 under 108 bytes). Layout::
 
@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ContainerError
-from .reaper import clean_run, kill_tree, same_process, start_time, unmount
+from .reaper import clean_server_dir, kill_tree, same_process, start_time, unmount
 
-__all__ = ["RunDir", "runs_root", "cleanup_stale", "process_alive", "unmount"]
+__all__ = ["ServerDir", "servers_root", "cleanup_stale", "process_alive", "unmount"]
 
 _NEW_RUN_GRACE_S = 60.0
 """A folder without owner.json younger than this is a run being created, not a leftover."""
 
 
-def runs_root() -> Path:
-    """The per-user folder that holds run folders (created 0700, ownership checked).
+def servers_root() -> Path:
+    """The per-user folder that holds server folders (created 0700, ownership checked).
 
     ContainerError when it cannot be made or belongs to someone else.
     """
@@ -51,7 +51,7 @@ def runs_root() -> Path:
         root.mkdir(mode=0o700, exist_ok=True)
         info = os.lstat(root)
     except OSError as exc:
-        raise ContainerError(f"cannot make the run folders' root {root}: {exc.strerror}") from exc
+        raise ContainerError(f"cannot make the server folders' root {root}: {exc.strerror}") from exc
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise ContainerError(f"{root} is not a folder owned by you; refusing to use it")
     if stat.S_IMODE(info.st_mode) != 0o700:
@@ -60,37 +60,37 @@ def runs_root() -> Path:
 
 
 @dataclass
-class RunDir:
+class ServerDir:
     """One run's private folder with its tokens, sockets, log and owner record."""
 
     path: Path
     owner: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path | None = None, agent: bool = False) -> "RunDir":
-        """Make a new run folder with fresh random tokens.
+    def create(cls, root: Path | None = None, agent: bool = False) -> "ServerDir":
+        """Make a new server folder with fresh random tokens.
 
         ContainerError when it cannot be made (full or read-only disk); nothing half-made stays.
         """
-        root = root or runs_root()
+        root = root or servers_root()
         path = root / secrets.token_hex(4)
         try:
             path.mkdir(mode=0o700)
         except OSError as exc:
-            raise ContainerError(f"cannot make a run folder in {root}: {exc.strerror}") from exc
-        run = cls(path)
+            raise ContainerError(f"cannot make a server folder in {root}: {exc.strerror}") from exc
+        folder = cls(path)
         try:
             for side in ("host", "agent") if agent else ("host",):
                 (path / side).mkdir(mode=0o700)
-                run.write_secret(f"{side}/token", secrets.token_urlsafe(32))
-            run.record(node=os.uname().nodename, host_pid=os.getpid(), host_start=start_time(os.getpid()), mounts=[])
+                folder.write_secret(f"{side}/token", secrets.token_urlsafe(32))
+            folder.record(node=os.uname().nodename, host_pid=os.getpid(), host_start=start_time(os.getpid()), mounts=[])
         except OSError as exc:
-            run.remove()
-            raise ContainerError(f"cannot write the run folder {path}: {exc.strerror}") from exc
-        return run
+            folder.remove()
+            raise ContainerError(f"cannot write the server folder {path}: {exc.strerror}") from exc
+        return folder
 
     def write_secret(self, name: str, value: str) -> Path:
-        """Create ``name`` in the run folder, mode 0600 from the start, holding ``value``."""
+        """Create ``name`` in the server folder, mode 0600 from the start, holding ``value``."""
         target = self.path / name
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -143,15 +143,15 @@ def cleanup_stale(root: Path | None = None, force: bool = False) -> list[str]:
     alive (use only when no dacstyle run is in progress). Runs another node
     recorded (a shared folder) are never touched: their pids mean nothing here.
     """
-    root = root or runs_root()
+    root = root or servers_root()
     node = os.uname().nodename
     done: list[str] = []
-    for run in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
-            owner = json.loads((run / "owner.json").read_text())
+            owner = json.loads((folder / "owner.json").read_text())
         except (OSError, ValueError):
             try:
-                if not force and time.time() - run.stat().st_mtime < _NEW_RUN_GRACE_S:
+                if not force and time.time() - folder.stat().st_mtime < _NEW_RUN_GRACE_S:
                     continue
             except OSError:
                 continue
@@ -165,5 +165,5 @@ def cleanup_stale(root: Path | None = None, force: bool = False) -> list[str]:
             if same_process(pid, started):
                 kill_tree(pid, include_root=True)
                 done.append(f"killed {role} process {pid} and its children")
-        done += clean_run(run)
+        done += clean_server_dir(folder)
     return done

@@ -1,4 +1,4 @@
-"""A run folder that cannot be made is a typed error and leaves nothing (a real, tiny tmpfs mounted here)."""
+"""A server folder that cannot be made is a typed error and leaves nothing (a real, tiny tmpfs mounted here)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dacstyle.errors import ContainerError
-from dacstyle.runtimes.rundir import RunDir
+from dacstyle.runtimes.serverdir import ServerDir
 
 
 @pytest.fixture
@@ -36,31 +36,31 @@ def tiny_disk():
         shutil.rmtree(mountpoint, ignore_errors=True)
 
 
-# inodes 1: no room for the run folder; 2: its host/ folder; 3: the host token; ... 6: owner.json
+# inodes 1: no room for the server folder; 2: its host/ folder; 3: the host token; ... 6: owner.json
 @pytest.mark.parametrize("inodes", [1, 2, 3, 4, 5, 6])
 def test_a_full_disk_at_any_step_is_a_typed_error_and_leaves_nothing(tiny_disk, inodes):
     root = tiny_disk(f"size=1m,mode=0700,nr_inodes={inodes}")
     with pytest.raises(ContainerError, match="No space left on device"):
-        RunDir.create(root, agent=True)
-    assert list(root.iterdir()) == [], "a half-made run folder was left behind"
+        ServerDir.create(root, agent=True)
+    assert list(root.iterdir()) == [], "a half-made server folder was left behind"
 
 
 def test_with_room_the_run_folder_is_complete(tiny_disk):
-    run = RunDir.create(tiny_disk("size=1m,mode=0700,nr_inodes=100"), agent=True)
+    run = ServerDir.create(tiny_disk("size=1m,mode=0700,nr_inodes=100"), agent=True)
     assert {p.name for p in run.path.iterdir()} == {"host", "agent", "owner.json"}
     run.remove()
 
 
 def test_a_read_only_disk_is_a_typed_error(tiny_disk):
     root = tiny_disk("size=1m,mode=0700,ro")
-    with pytest.raises(ContainerError, match="cannot make a run folder .*Read-only file system"):
-        RunDir.create(root)
+    with pytest.raises(ContainerError, match="cannot make a server folder .*Read-only file system"):
+        ServerDir.create(root)
 
 
-def test_a_runs_root_of_someone_else_is_refused(runs_root):
+def test_a_runs_root_of_someone_else_is_refused(servers_root):
     if os.geteuid() != 0:
         pytest.skip("giving a folder to another uid needs root")
-    runs_root.mkdir(mode=0o700)
-    os.chown(runs_root, 12345, 12345)
+    servers_root.mkdir(mode=0o700)
+    os.chown(servers_root, 12345, 12345)
     with pytest.raises(ContainerError, match="not a folder owned by you"):
-        RunDir.create()
+        ServerDir.create()
