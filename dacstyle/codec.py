@@ -7,7 +7,7 @@ Tagged forms (a dict with one ``"__tag__"`` key):
 
 =============  ==================================================================
 ``__nd__``     numpy array: ``[descr, shape, base64 bytes]`` (dtype and bits exact)
-``__shm__``    numpy array in the run's shared area (:mod:`dacstyle.sharedarrays`, one node):
+``__shm__``    numpy array in the server's shared area (:mod:`dacstyle.sharedarrays`, one node):
                ``[file name, descr, shape, size]``, validated before it is read
 ``__np__``     numpy scalar: ``[descr, base64 bytes]``
 ``__tuple__``  tuple (named tuples other than GraphInstance become tuples)

@@ -1,9 +1,9 @@
-"""Large arrays between host and server on one node: one file each in the run's shared area.
+"""Large arrays between host and server on one node: one file each in the server's shared area.
 
-The area is a 0700 folder ``arrays`` beside the server's Unix socket, inside the run
+The area is a 0700 folder ``arrays`` beside the server's Unix socket, inside the server
 folder's ``host/`` (so it is bound into the container); the server makes it with the
-first large array it sends, and the host writes there only once it exists. While an area is in use
-(:func:`using`), :func:`dacstyle.codec.encode` writes an array of at least
+first large array it sends, and the host writes there only once it exists. While an
+area is in use (:func:`using`), :func:`dacstyle.codec.encode` writes an array of at least
 :data:`THRESHOLD` bytes there as one 0600 file with a random name, and the frame
 carries ``{"__shm__": [name, descr, shape, size]}``; the other side's
 :meth:`ArrayArea.take` validates the reference before reading a byte (a plain

@@ -5,7 +5,7 @@ local Sigmoid env, in env steps per second (target, issue 11: >= 1.0x); one remo
 ``env.step`` against a bare Pyro5 JSON daemon that steps the same env itself and
 answers a reply of the same size (dacstyle's own share, target <= 25 us); the
 server's memory per sub-env (32 envs on one server); a 1 MiB float32 array echoed
-through the run's shared area (target >= 1 GB/s), next to what base64 encoding alone
+through the server's shared area (target >= 1 GB/s), next to what base64 encoding alone
 allows inline; then a profile of remote steps on the host, grouped by where the time goes.
 
     python perf/bench_throughput.py [--steps 2000] [--repeats 5]

@@ -44,8 +44,8 @@ def _steps_in_worker(env_bytes: bytes, factory_bytes: bytes, queue) -> None:
 def test_a_pickle_carries_the_token_file_path_never_the_token(no_leftovers):
     with RemoteRunner(SigmoidBenchmark().set_seed(1), runtime="process") as runner:
         env = runner.get_environment()
-        token = runner.server.run.token("host").encode()
-        token_file = str(runner.server.run.path / "host" / "token").encode()
+        token = runner.server.server_dir.token("host").encode()
+        token_file = str(runner.server.server_dir.path / "host" / "token").encode()
         for blob in (pickle.dumps(env), pickle.dumps(runner.env_fn())):
             assert token not in blob
             assert token_file in blob
@@ -60,7 +60,7 @@ def test_what_holds_a_channel_refuses_to_pickle_before_writing_the_token(tmp_pat
     from dacstyle.testing import probe_benchmark
 
     with RemoteRunner(probe_benchmark(), runtime="process") as runner:
-        token = runner.server.run.token("host").encode()
+        token = runner.server.server_dir.token("host").encode()
         obj = runner.get_object()
         for value in (obj, obj._remote, runner.server.channel):
             with open(tmp_path / "dump", "wb") as handle, pytest.raises(TypeError, match="never pickled"):
@@ -73,7 +73,7 @@ def test_a_token_file_others_can_read_is_refused(no_leftovers):
     with RemoteRunner(SigmoidBenchmark(), runtime="process") as runner:
         env = runner.get_environment()
         blob, factory = pickle.dumps(env), runner.env_fn()
-        token_file = runner.server.run.path / "host" / "token"
+        token_file = runner.server.server_dir.path / "host" / "token"
         os.chmod(token_file, 0o640)
         try:
             with pytest.raises(AuthenticationError, match="mode 0600"):

@@ -1,4 +1,4 @@
-"""Large arrays through the run's shared area: bit for bit, one-shot 0600 files, references validated."""
+"""Large arrays through the server's shared area: bit for bit, one-shot 0600 files, references validated."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_references_outside_the_area_or_to_other_files_are_refused(area, tmp_pat
 def test_remote_echo_through_the_area_and_a_server_that_refuses_the_token_file(no_leftovers):
     with RemoteRunner(probe_benchmark(), runtime="process") as runner:
         probe = runner.get_object()
-        area_folder = runner.server.run.path / "host" / "arrays"
+        area_folder = runner.server.server_dir.path / "host" / "arrays"
         assert not area_folder.exists()  # made with the server's first large array
         for array in ARRAYS:
             same(array, probe.echo(array))
@@ -108,5 +108,5 @@ def test_the_area_is_shared_with_a_server_in_a_bwrap_container(packed_image, no_
         assert runner.server.channel.arrays is not None
         for array in ARRAYS[:2]:
             same(array, probe.echo(array))
-        assert os.listdir(runner.server.run.path / "host" / "arrays") == []
+        assert os.listdir(runner.server.server_dir.path / "host" / "arrays") == []
         probe.release()

@@ -144,7 +144,7 @@ class RemoteRunner:
             start_timeout=self.start_timeout,
             call_timeout=self.call_timeout,
         )
-        server.channel.token_file = str(server.run.path / "host" / "token")  # what Server.start read
+        server.channel.token_file = str(server.server_dir.path / "host" / "token")  # what Server.start read
         return server
 
     def _resolve_image(self) -> Path:
