@@ -334,8 +334,7 @@ def collect_environment() -> EnvTree:
     tree = EnvTree()
     exe = os.path.realpath(sys.executable)
     tree.interpreter = exe
-    tree.add_path(sys.executable)
-    tree.add_path(exe)
+    tree.add_path(exe)  # not sys.executable: a venv's bin/python (under $HOME or /tmp) is replaced by LAUNCHER
     stdlib = sysconfig.get_paths()["stdlib"]
     build_config = {n for n in os.listdir(stdlib) if n.startswith("config-")}  # libpython.a
     tree.add_tree(stdlib, skip=STDLIB_SKIP | build_config,
