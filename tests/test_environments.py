@@ -92,6 +92,11 @@ def test_default_image_from_a_venv(tmp_path, system_site, no_leftovers):
     base_site = os.path.realpath(sysconfig.get_paths(vars={"base": sys.base_prefix})["purelib"])
     assert package_dirs(python) == [str(site.resolve()), *([base_site] if system_site else [])]
     reach_dacstyle(site)
+    check = ("import sys; from dacstyle.images.envtree import collect_environment, package_dirs; "
+             "hosts = tuple(d + '/' for d in [sys.prefix, *package_dirs()]); "
+             "print(sorted(e.path for e in collect_environment().entries() if e.path.startswith(hosts)))")
+    inside = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=300, check=True).stdout
+    assert inside.strip() == "[]", "nothing at the venv's or a package folder's host path ($HOME, /tmp are hidden)"
     serve_marker(python, "marker_venv", tmp_path)
 
 

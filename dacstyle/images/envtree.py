@@ -334,8 +334,7 @@ def collect_environment() -> EnvTree:
     tree = EnvTree()
     exe = os.path.realpath(sys.executable)
     tree.interpreter = exe
-    tree.add_path(sys.executable)
-    tree.add_path(exe)
+    tree.add_path(exe)  # not sys.executable: a venv's bin/python (under $HOME or /tmp) is replaced by LAUNCHER
     stdlib = sysconfig.get_paths()["stdlib"]
     build_config = {n for n in os.listdir(stdlib) if n.startswith("config-")}  # libpython.a
     tree.add_tree(stdlib, skip=STDLIB_SKIP | build_config,
@@ -345,8 +344,10 @@ def collect_environment() -> EnvTree:
     tree.distributions = sorted({f"{d.metadata['Name']}=={d.version}" for d in md.distributions(path=dirs)})
     # a POSIX shell and the basic tools: Apptainer's action scripts and TaskEnv's shell actions use them
     tools = [tree.add_path(path) for path in SHELL_TOOLS if os.path.exists(path)]
+    packed = tuple(os.path.join(d, "") for d in [*dirs, *editable_sources().values()])
     for lib in sorted(_ldd([exe, *tools, *tree.shared_objects()])):
-        tree.add_path(lib)
+        if not lib.startswith(packed):  # a wheel's bundled library moved with its package ($ORIGIN rpath)
+            tree.add_path(lib)
     launcher_files(tree, dirs)
     for d in EMPTY_DIRS:
         tree.add_dir(d)
