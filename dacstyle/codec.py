@@ -7,6 +7,8 @@ Tagged forms (a dict with one ``"__tag__"`` key):
 
 =============  ==================================================================
 ``__nd__``     numpy array: ``[descr, shape, base64 bytes]`` (dtype and bits exact)
+``__shm__``    numpy array in the server's shared area (:mod:`dacstyle.sharedarrays`, one node):
+               ``[file name, descr, shape, size]``, validated before it is read
 ``__np__``     numpy scalar: ``[descr, base64 bytes]``
 ``__tuple__``  tuple (named tuples other than GraphInstance become tuples)
 ``__bytes__``  bytes, base64
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import math
 import json
 import sys
 import traceback
@@ -37,10 +40,11 @@ import numpy as np
 from gymnasium import spaces
 
 from . import errors
+from .sharedarrays import THRESHOLD, current_area
 
 __all__ = ["encode", "decode", "encode_exception", "decode_exception"]
 
-_TAGS = frozenset({"__nd__", "__np__", "__tuple__", "__bytes__", "__map__", "__space__", "__graph__", "__exc__",
+_TAGS = frozenset({"__nd__", "__shm__", "__np__", "__tuple__", "__bytes__", "__map__", "__space__", "__graph__", "__exc__",
                    "__cs__", "__config__"})
 
 
@@ -77,6 +81,9 @@ def encode(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
             raise TypeError("numpy arrays of dtype object cannot be sent; convert them to lists")
+        if THRESHOLD <= value.nbytes and (area := current_area()) is not None and value.nbytes <= area.max_bytes:
+            if (name := area.put(value)) is not None:
+                return {"__shm__": [name, _dtype_descr(value.dtype), list(value.shape), value.nbytes]}
         return {"__nd__": [_dtype_descr(value.dtype), list(value.shape), _b64(value.tobytes())]}  # C order
     if isinstance(value, np.generic):
         if isinstance(value, np.object_):
@@ -192,6 +199,19 @@ def _decode_nd(body: list) -> np.ndarray:
     descr, shape, data = body
     dtype = _dtype_from(descr)
     return np.frombuffer(_unb64(data), dtype=dtype).reshape(tuple(shape)).copy()
+
+
+def _decode_shm(body: list) -> np.ndarray:
+    area = current_area()
+    if area is None:
+        raise ValueError("a shared-memory array reference arrived where no shared area is in use")
+    name, descr, shape, size = body
+    dtype = _dtype_from(descr)
+    if dtype.hasobject or not all(type(n) is int and n >= 0 for n in shape) or type(size) is not int:
+        raise ValueError("a shared-memory array reference with a bad dtype, shape or size")
+    if math.prod(shape) * dtype.itemsize != size:
+        raise ValueError(f"a shared-memory array reference whose size {size} is not its dtype times its shape")
+    return np.frombuffer(area.take(name, size), dtype=dtype).reshape(tuple(shape))
 
 
 def _decode_np(body: list) -> np.generic:
@@ -320,6 +340,7 @@ def _instantiate(cls: type, args: list) -> BaseException | None:
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "__nd__": _decode_nd,
+    "__shm__": _decode_shm,
     "__np__": _decode_np,
     "__tuple__": lambda body: tuple(decode(v) for v in body),
     "__bytes__": _unb64,

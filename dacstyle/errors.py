@@ -22,7 +22,8 @@ boundary with ``raise X(...) from exc``::
     │   ├── ServerDiedError         the server went away during a call
     │   ├── CallTimeoutError        a call did not answer in time
     │   ├── ProtocolMismatchError   host and server speak different versions
-    │   └── AuthenticationError     wrong token, wrong peer, forbidden serializer
+    │   ├── AuthenticationError     wrong token, wrong peer, forbidden serializer
+    │   └── ClosedError             a call on a closed environment, object or runner
     ├── RemoteError                 raised by remote code whose type is unknown here
     ├── SubmissionError             a competition submission is malformed
     ├── RunFolderError              a run folder is incomplete, malformed or tampered with
@@ -55,6 +56,7 @@ __all__ = [
     "CallTimeoutError",
     "ProtocolMismatchError",
     "AuthenticationError",
+    "ClosedError",
     "RemoteError",
     "SubmissionError",
     "RunFolderError",
@@ -150,6 +152,10 @@ class ProtocolMismatchError(ChannelError):
 
 class AuthenticationError(ChannelError, PermissionError):
     """The server refused the connection: wrong token, peer or serializer."""
+
+
+class ClosedError(ChannelError):
+    """A call on an environment, object or runner that was closed (or released on the server)."""
 
 
 class RemoteError(DacstyleError):

@@ -9,6 +9,8 @@ and then through the codec, which rebuilds only allow-listed exception types.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from typing import Any, Callable
 
@@ -16,17 +18,20 @@ from Pyro5 import errors as pyro_errors
 from Pyro5.client import Proxy
 
 from dacstyle import codec
+from dacstyle.config import config
+from dacstyle.sharedarrays import area_for, using
 from dacstyle.errors import (
     AuthenticationError,
     CallTimeoutError,
     ChannelError,
+    ClosedError,
     DacstyleError,
     ServerDiedError,
 )
 
 from ..protocol import use_plain_json
 
-__all__ = ["Channel", "uri_for"]
+__all__ = ["Channel", "uri_for", "read_token_file"]
 
 
 def uri_for(location: str, object_id: str) -> str:
@@ -41,6 +46,22 @@ def uri_for(location: str, object_id: str) -> str:
     raise ValueError(f"unknown endpoint location {location!r}")
 
 
+def read_token_file(path: str) -> str:
+    """The token in ``path``, a regular file of this user that nobody else can read or write.
+
+    AuthenticationError otherwise: a token others could read is no longer a secret.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise AuthenticationError(f"cannot read the token file {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise AuthenticationError(f"token file {path} must be a file of yours with mode 0600")
+        return handle.read(4096).decode("utf-8", "replace").strip()
+
+
 class Channel:
     """Authenticated proxies to one endpoint, with timeouts and translated errors."""
 
@@ -53,14 +74,32 @@ class Channel:
         server_gone: Callable[[float], bool] | None = None,
         stderr_tail: Callable[[], str] | None = None,
         exceptions: tuple[type, ...] = (),
+        token_file: str | None = None,
     ) -> None:
         use_plain_json()  # a reply decodes to plain data, whatever the server sends
         self.location = location
         self.call_timeout = call_timeout
         self._token = token
+        self.token_file = token_file  # what a pickled proxy carries instead of the token
+        self.arrays = area_for(location, config.max_message_size)  # the server's shared array area, on one node
         self._server_gone = server_gone
         self._stderr_tail = stderr_tail or (lambda: "")
         self.exceptions = exceptions  # rebuilt as their own type, besides builtins and dacstyle's tree
+
+    def __reduce__(self) -> Any:
+        """Refuse to pickle: a channel holds the token (a pickled env carries the token file's path instead)."""
+        raise TypeError("a dacstyle channel holds its token and is never pickled; pickle the environment, "
+                        "or pass runner.env_fn(), which carry the token file's path")
+
+    @classmethod
+    def from_token_file(cls, location: str, token_file: str, call_timeout: float = 60.0) -> "Channel":
+        """A channel to ``location`` that authenticates with the token read from ``token_file``."""
+        return cls(location, read_token_file(token_file), call_timeout=call_timeout, token_file=token_file)
+
+    def declare(self, benchmark: Any) -> None:
+        """Rebuild the exception classes ``benchmark`` declares as their own type on this channel from now on."""
+        declared = [t for t in benchmark.exception_types() if t not in self.exceptions]
+        self.exceptions = (*self.exceptions, *declared)
 
     def proxy(self, object_id: str) -> Proxy:
         """A new JSON proxy to ``object_id`` that presents the token on connect."""
@@ -86,6 +125,8 @@ class Channel:
         """The project's error for a Pyro5 error raised during ``what``."""
         if isinstance(exc, pyro_errors.TimeoutError):
             return CallTimeoutError(f"{what}() did not answer within its timeout ({exc})")
+        if "unknown object" in str(exc):
+            return ClosedError(f"{what}(): the object is closed (no longer on the server)")
         if isinstance(exc, pyro_errors.SecurityError) or "rejected" in str(exc):
             return AuthenticationError(f"the server refused the connection: {exc}")
         if isinstance(exc, pyro_errors.CommunicationError) and self._server_gone is not None and self._server_gone(1.0):
@@ -95,7 +136,8 @@ class Channel:
     def unwrap(self, reply: Any) -> Any:
         """Decode a server reply ``{"ok": value}`` or raise its ``{"error": ...}``."""
         if isinstance(reply, dict) and "ok" in reply:
-            return codec.decode(reply["ok"])
+            with using(self.arrays):
+                return codec.decode(reply["ok"])
         if isinstance(reply, dict) and "error" in reply:
             raise codec.decode_exception(reply["error"], self.exceptions)
         raise ChannelError(f"malformed reply from the server: {str(reply)[:200]}")

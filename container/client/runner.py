@@ -28,15 +28,17 @@ from typing import Any, Iterable
 from dacstyle import codec
 from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.config import config
-from dacstyle.errors import BenchmarkError
+from dacstyle.errors import BenchmarkError, ClosedError
 from dacstyle.results import RunResults
 from dacstyle.runtimes import Bind, Runtime, get_runtime
 from dacstyle.runtimes.base import GRADER_DIR_INSIDE
 
 from ..protocol import versions
 from .localcode import CODE_INSIDE, LocalModule, local_modules
+from .envfn import EnvFactory
 from .proxies import RemoteEnvironment, RemoteObject
 from .server import Server
+from .vector import RemoteVectorEnv
 
 __all__ = ["RemoteRunner"]
 
@@ -77,6 +79,9 @@ class RemoteRunner:
         self._grader_server: Server | None = None
         self._spec = benchmark
         self.local_code: list[LocalModule] = []
+        self._server_binds: list[Bind] = []
+        self._vector_envs: list[RemoteVectorEnv] = []
+        self._closed = False
         log.info("RemoteRunner(%s): runtime %s", benchmark.name, self.runtime.name)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -88,6 +93,8 @@ class RemoteRunner:
         """
         if self._server is not None:
             return self
+        if self._closed:
+            raise ClosedError(f"the runner of {self.benchmark.name!r} is closed; make a new RemoteRunner")
         if self.runtime.needs_image:
             self.image = self._resolve_image()
         binds, paths = self._binds(self.benchmark, self.binds)
@@ -101,6 +108,7 @@ class RemoteRunner:
                 binds.append(endpoint)
                 paths["grader"] = self.runtime.path_inside(endpoint)
             self._spec = self.benchmark.resolved(paths)
+            self._server_binds = binds
             self._server = self._start_server(binds)
         except BaseException:
             self.close()
@@ -126,7 +134,7 @@ class RemoteRunner:
         return {**self.env, "PYTHONPATH": os.pathsep.join([*folders, *filter(None, inherited)])}
 
     def _start_server(self, binds: list[Bind], agent: bool = False) -> Server:
-        return Server.start(
+        server = Server.start(
             self.runtime,
             image=self.image,
             binds=binds,
@@ -136,6 +144,8 @@ class RemoteRunner:
             start_timeout=self.start_timeout,
             call_timeout=self.call_timeout,
         )
+        server.channel.token_file = str(server.server_dir.path / "host" / "token")  # what Server.start read
+        return server
 
     def _resolve_image(self) -> Path:
         from dacstyle.images.default import image_for
@@ -151,6 +161,10 @@ class RemoteRunner:
 
     def close(self) -> None:
         """Stop the server(s) and remove their run folders; results and logs stay (idempotent)."""
+        self._closed = True
+        vectors, self._vector_envs = self._vector_envs, []
+        for vector in vectors:
+            vector.close()
         servers = [self._server, self._grader_server]
         self._server = self._grader_server = None
         self.grader = None
@@ -183,7 +197,55 @@ class RemoteRunner:
                                  "use get_object()")
         env = self.server.create(self._spec)
         assert isinstance(env, RemoteEnvironment)
+        env._adopt(self._spec)
         return env
+
+    def env_fn(self) -> EnvFactory:
+        """A picklable callable that builds a new environment on this runner's server, in any process.
+
+        It carries the server's address and the path of its 0600 token file, never the token:
+        ``gymnasium.vector.AsyncVectorEnv([runner.env_fn() for _ in range(4)], context="spawn")``.
+        """
+        self._check_environment()
+        channel = self.server.channel
+        assert channel.token_file is not None
+        return EnvFactory(channel.location, channel.token_file, self._spec.to_json(), channel.call_timeout)
+
+    def make_vector_env(self, num_envs: int, num_servers: int = 1, autoreset_mode: str = "NextStep") -> RemoteVectorEnv:
+        """A gymnasium VectorEnv of ``num_envs`` sub-environments over ``num_servers`` servers.
+
+        One round trip per server per step, the servers stepped concurrently; the semantics
+        are those of ``SyncVectorEnv`` over the same environments. The first server is this
+        runner's; the others start now and stop when the vector env or the runner closes.
+        """
+        from .vector import split_sizes
+
+        self._check_environment()
+        split_sizes(num_envs, num_servers)  # bad numbers fail before any server starts
+        extra: list[Server] = []
+
+        def stop_extra() -> None:
+            for server in extra:
+                server.close()
+
+        try:
+            for _ in range(num_servers - 1):
+                extra.append(self._start_server(self._server_binds))
+            channels = [self.server.channel, *(server.channel for server in extra)]
+            vector = RemoteVectorEnv.create(channels, self._spec, num_envs, autoreset_mode, on_close=stop_extra)
+        except BaseException:
+            stop_extra()
+            raise
+        self._vector_envs.append(vector)
+        return vector
+
+    def _check_environment(self) -> None:
+        """ClosedError on a closed runner; BenchmarkError for a benchmark that is not an environment."""
+        if self._closed:
+            raise ClosedError(f"the runner of {self.benchmark.name!r} is closed; make a new RemoteRunner")
+        if not self.benchmark.is_environment:
+            raise BenchmarkError(f"{self.benchmark.name!r} serves an object (methods {self.benchmark.methods}), "
+                                 "not an environment; use get_object()")
 
     def get_object(self) -> RemoteObject:
         """A new proxy of the benchmark's object, with exactly its served methods.
@@ -213,6 +275,8 @@ class RemoteRunner:
         from dacstyle.results.progress import episode_bar
         from dacstyle.results.rerun import describe_agent
 
+        if self._closed:
+            raise ClosedError(f"the runner of {self.benchmark.name!r} is closed; make a new RemoteRunner")
         if number_of_episodes < 1:
             raise ValueError("number_of_episodes must be at least 1")
         check_log_steps(log_steps)

@@ -68,6 +68,8 @@ class Benchmark:
     ``exceptions`` names the benchmark's own exception classes (``"module:Class"``)
     that arrive on the host as their own type; any other non-builtin, non-dacstyle
     exception arrives as a ``RemoteError`` (the codec builds nothing it was not told to).
+    ``attributes`` names what the host may read from an environment (``env.unwrapped.NAME``,
+    ``get_wrapper_attr``, a vector env's ``get_attr``/``set_attr``); nothing else is readable.
     """
 
     name: str
@@ -82,6 +84,7 @@ class Benchmark:
     grader: dict[str, Any] | None = None
     factory: bool = True
     exceptions: list[str] = field(default_factory=list)
+    attributes: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -97,13 +100,13 @@ class Benchmark:
                 raise BenchmarkError(f"{self.name!r} serves its entry point itself (factory=False): it takes no config")
             if self.methods is None:
                 self.methods = ["__call__"]
-        for attr in ("methods", "agent_methods"):
+        for attr in ("methods", "agent_methods", "attributes"):
             names = getattr(self, attr)
             if names is None:
                 continue
             names = list(names)
             setattr(self, attr, names)
-            bad = [m for m in names if not _servable(m)]
+            bad = [m for m in names if not _servable(m) or (attr == "attributes" and m == "__call__")]
             if bad:
                 raise BenchmarkError(f"{attr} must be public identifiers or '__call__', not {bad}")
         if not isinstance(self.exceptions, list) or not all(isinstance(e, str) and ":" in e for e in self.exceptions):
