@@ -12,7 +12,7 @@ import platform
 from typing import Any
 
 from Pyro5 import errors as pyro_errors
-from Pyro5 import serializers
+from Pyro5 import protocol, serializers
 
 from dacstyle.errors import ProtocolMismatchError
 
@@ -21,7 +21,8 @@ __all__ = [
     "CONTROL_OBJECT",
     "READY_PREFIX",
     "PlainJson",
-    "use_plain_json",
+    "GuardedMessage",
+    "harden_pyro5",
     "versions",
     "check_versions",
 ]
@@ -64,17 +65,35 @@ def _pyro_error(record: dict[str, Any]) -> pyro_errors.PyroError:
     return pyro_errors.PyroError(f"{name}: {text}")
 
 
-def use_plain_json() -> None:
-    """Make Pyro5's "json" serializer :class:`PlainJson` in this process (idempotent).
+class GuardedMessage(protocol.ReceivingMessage):
+    """A received frame whose header is checked before its payload is read or inflated.
+
+    Pyro5 inflates a compressed frame (and unmarshals a keep-serialized one)
+    unchecked; dacstyle never sends either, so they are refused, in either direction.
+    """
+
+    def __init__(self, header: bytes, payload: bytes | None = None) -> None:
+        super().__init__(header)  # parses the header, checks the size against MAX_MESSAGE_SIZE
+        if self.flags & (protocol.FLAGS_COMPRESSED | protocol.FLAGS_KEEPSERIALIZED):
+            raise pyro_errors.ProtocolError(f"frame flags {self.flags:#x} refused: dacstyle never sends "
+                                            "compressed or keep-serialized frames")
+        if payload is not None:
+            self.add_payload(payload)
+
+
+def harden_pyro5() -> None:
+    """Make this process's Pyro5 decode frames to plain data and refuse unsafe ones (idempotent).
 
     Called by the server entry point and by every host-side channel: both ends
-    must decode frames without Pyro5's class hooks.
+    decode frames without Pyro5's class hooks (:class:`PlainJson`), and neither
+    inflates a compressed frame a hostile peer sends (:class:`GuardedMessage`).
     """
     plain = serializers.serializers["json"]
     if not isinstance(plain, PlainJson):
         plain = PlainJson()
         serializers.serializers["json"] = plain
         serializers.serializers_by_id[PlainJson.serializer_id] = plain
+    protocol.ReceivingMessage = GuardedMessage  # what protocol.recv_stub builds each frame with
 
 
 def versions() -> dict[str, Any]:

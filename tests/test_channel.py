@@ -246,3 +246,39 @@ def test_a_spec_declares_which_of_its_own_exceptions_arrive_as_their_type(tmp_pa
     assert declared.value.spent == 7
     with pytest.raises(errors.BenchmarkError, match="do not name exception classes"):
         Benchmark(**spec, exceptions=["failing_bench:make"]).exception_types()
+
+
+@pytest.mark.parametrize("flag", ["FLAGS_COMPRESSED", "FLAGS_KEEPSERIALIZED"])
+def test_the_host_refuses_a_reply_it_would_inflate_or_unmarshal(tmp_path, flag):
+    """A hostile server (say a task env taken over) answers the handshake with a zlib bomb: refused unread."""
+    import struct
+    import threading
+    import zlib
+
+    from Pyro5 import protocol as pyro_protocol
+
+    from dacstyle.container.client.channel import Channel
+
+    path = tmp_path / "hostile.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    bomb = zlib.compress(b"\0" * (64 << 20))  # 64 KiB on the wire, 64 MiB inflated
+    header = struct.pack("!4sHBBHHII16sHH", b"PYRO", pyro_protocol.PROTOCOL_VERSION, pyro_protocol.MSG_CONNECTOK, 3,
+                         getattr(pyro_protocol, flag), 1, len(bomb), 0, b"\0" * 16, 0, 0x4DC5)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # the host's handshake frame
+            conn.sendall(header + bomb)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        channel = Channel(f"unix:{path}", "token", call_timeout=10)
+        with pytest.raises(errors.ChannelError, match="refused: dacstyle never sends"):
+            channel.invoke(channel.proxy(CONTROL_OBJECT), threading.Lock(), "hello", (), None)
+    finally:
+        server.join(timeout=10)
+        listener.close()

@@ -3,7 +3,7 @@
 A :class:`Channel` knows one server endpoint (a Unix socket or TCP address), its
 token and, when the host started the server, how to tell whether it is still
 alive. Every Pyro5 error is turned into one error of the project's tree here;
-replies decode to plain data (:func:`~dacstyle.container.protocol.use_plain_json`)
+replies decode to plain data (:func:`~dacstyle.container.protocol.harden_pyro5`)
 and then through the codec, which rebuilds only allow-listed exception types.
 """
 
@@ -29,7 +29,7 @@ from dacstyle.errors import (
     ServerDiedError,
 )
 
-from ..protocol import use_plain_json
+from ..protocol import harden_pyro5
 
 __all__ = ["Channel", "uri_for", "read_token_file"]
 
@@ -76,7 +76,7 @@ class Channel:
         exceptions: tuple[type, ...] = (),
         token_file: str | None = None,
     ) -> None:
-        use_plain_json()  # a reply decodes to plain data, whatever the server sends
+        harden_pyro5()  # a reply decodes to plain data, whatever the server sends
         self.location = location
         self.call_timeout = call_timeout
         self._token = token

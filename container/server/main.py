@@ -91,9 +91,9 @@ def serve(args: argparse.Namespace) -> int:
 
     from .daemon import GuardedDaemon
     from .objects import Control
-    from ..protocol import CONTROL_OBJECT, READY_PREFIX, use_plain_json
+    from ..protocol import CONTROL_OBJECT, READY_PREFIX, harden_pyro5
 
-    use_plain_json()  # frames decode to plain data; only the codec rebuilds values
+    harden_pyro5()  # frames decode to plain data; only the codec rebuilds values
     pyro_config.SERIALIZER = "json"
     pyro_config.SERVERTYPE = "thread"
     pyro_config.MAX_MESSAGE_SIZE = args.max_message_size
