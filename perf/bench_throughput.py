@@ -15,17 +15,10 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import contextlib
-import os
 import pstats
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import warnings
-from typing import Iterator
 
 import numpy as np
 
@@ -33,6 +26,8 @@ from dacstyle import RemoteRunner, codec
 from dacstyle.benchmarks import SigmoidBenchmark
 from dacstyle.errors import IsolationWarning
 from dacstyle.testing import probe_benchmark
+
+from bench_channel import echo_server  # perf/ is on the path when a script here runs
 
 BARE_SERVER = r"""
 import sys
@@ -88,26 +83,11 @@ def stepper(env, batch: bool):
     return step
 
 
-@contextlib.contextmanager
-def bare_server() -> Iterator[str]:
-    """A bare Pyro5 JSON daemon (no token, guard or codec) that steps a local Sigmoid env per call."""
-    folder = tempfile.mkdtemp(prefix="dxperf-")
-    path = os.path.join(folder, "bare.sock")
-    server = subprocess.Popen([sys.executable, "-c", BARE_SERVER, path], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready"
-        yield path
-    finally:
-        server.kill()
-        server.wait()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def bare_step(steps: int, reply: dict, action_args: tuple) -> list[float]:
     """bare Pyro5 + the env's own step: the same frames as a remote step, nothing of dacstyle."""
     from Pyro5.api import Proxy
 
-    with bare_server() as path:
+    with echo_server(BARE_SERVER) as path:  # a bare Pyro5 daemon stepping a local env: no token, guard or codec
         setup = Proxy(f"PYRO:setup@./u:{path}")
         setup._pyroSerializer = "json"
         setup.set_reply(reply)
