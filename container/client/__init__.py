@@ -1,10 +1,13 @@
 """The host side: RemoteRunner, the proxies it hands back, and server start-up."""
 
-from .channel import Channel
-from .proxies import RemoteEnvironment, RemoteObject
 from dacstyle.results import RunResults
 
+from .channel import Channel
+from .envfn import EnvFactory
+from .proxies import RemoteEnvironment, RemoteObject
 from .runner import RemoteRunner
 from .server import Server
+from .vector import RemoteVectorEnv
 
-__all__ = ["Channel", "RemoteEnvironment", "RemoteObject", "RemoteRunner", "RunResults", "Server"]
+__all__ = ["Channel", "EnvFactory", "RemoteEnvironment", "RemoteObject", "RemoteRunner", "RemoteVectorEnv",
+           "RunResults", "Server"]
