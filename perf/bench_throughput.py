@@ -17,7 +17,6 @@ import argparse
 import cProfile
 import pstats
 import statistics
-import time
 import warnings
 
 import numpy as np
@@ -27,7 +26,7 @@ from dacstyle.benchmarks import SigmoidBenchmark
 from dacstyle.errors import IsolationWarning
 from dacstyle.testing import probe_benchmark
 
-from bench_channel import echo_server  # perf/ is on the path when a script here runs
+from bench_channel import echo_server, timed  # perf/ is on the path when a script here runs
 
 BARE_SERVER = r"""
 import sys
@@ -57,17 +56,6 @@ daemon.register(Setup(), "setup")
 print("ready", flush=True)
 daemon.requestLoop()
 """
-
-
-def timed(call, steps: int) -> list[float]:
-    """Per-call wall times (seconds) of ``steps`` calls after one warm-up call."""
-    call()
-    samples = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return samples
 
 
 def stepper(env, batch: bool):
