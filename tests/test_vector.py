@@ -18,6 +18,8 @@ from dacstyle.container.client import channel as channel_module
 from dacstyle.container.client.vector import RemoteVectorEnv
 from dacstyle.errors import BenchmarkError, CallTimeoutError, ClosedError
 
+from conftest import assert_identical
+
 
 class RendezvousEnv(gym.Env):
     """Each step waits until every server stepping it has arrived: it only completes when steps overlap."""
@@ -77,27 +79,8 @@ def with_attributes(bench: Benchmark, *names: str) -> Benchmark:
 
 
 def same(a, b) -> None:
-    """Bit-for-bit equality, object arrays (final_obs, final_info) element by element."""
-    assert type(a) is type(b), (type(a), type(b))
-    if isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        if a.dtype == object:
-            for x, y in zip(a.ravel(), b.ravel()):
-                same(x, y)
-        else:
-            assert a.tobytes() == b.tobytes()
-    elif isinstance(a, (tuple, list)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            same(x, y)
-    elif isinstance(a, dict):
-        assert list(a) == list(b)
-        for key in a:
-            same(a[key], b[key])
-    elif isinstance(a, (float, np.floating)):
-        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
-    else:
-        assert a == b
+    """Bit-for-bit equality, dict keys in the same order (gymnasium's infos layout)."""
+    assert_identical(a, b, ordered=True)
 
 
 def rollout(vec, actions, seed):
