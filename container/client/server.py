@@ -162,8 +162,7 @@ class Server:
     def create(self, benchmark: Benchmark) -> RemoteEnvironment | RemoteObject:
         """Build ``benchmark`` on the server; returns an environment or object proxy."""
         spec = codec.encode(dataclasses.asdict(benchmark))  # codec data in the frame, not a JSON string inside it
-        declared = [t for t in benchmark.exception_types() if t not in self.channel.exceptions]
-        self.channel.exceptions = (*self.channel.exceptions, *declared)  # rebuilt as their own type from now on
+        self.channel.declare(benchmark)  # its own exception types are rebuilt as themselves from now on
         description = self.channel.unwrap(self.control("create", spec))
         handle = RemoteHandle(self.channel, description["id"], release=self._release)
         self._handles.append(handle)
