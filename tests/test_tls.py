@@ -40,7 +40,7 @@ def address(server: Server) -> tuple[str, int]:
 def tls_socket(server: Server, context: ssl.SSLContext | None = None) -> ssl.SSLSocket:
     """A raw TLS connection with the run's client certificate (or ``context``)."""
     if context is None:
-        context = ClientTLS.from_folder(server.server_dir.path / "host", server.channel.tls.server_fingerprint).context
+        context = ClientTLS.from_folder(server.server_dir.path / "client", server.channel.tls.server_fingerprint).context
     raw = socket.create_connection(address(server), timeout=10)
     return context.wrap_socket(raw)
 
@@ -86,8 +86,7 @@ def test_a_certificate_of_another_run_is_refused(tcp_server, tmp_path):
 
 
 def test_a_server_that_is_not_the_pinned_one_is_refused(tcp_server):
-    host = tcp_server.server_dir.path / "host"
-    pinned_elsewhere = ClientTLS.from_folder(host, "sha256:" + "0" * 64)
+    pinned_elsewhere = ClientTLS.from_folder(tcp_server.server_dir.path / "client", "sha256:" + "0" * 64)
     channel = Channel(tcp_server.channel.location, tcp_server.server_dir.token(), call_timeout=10, tls=pinned_elsewhere)
     proxy = channel.proxy(CONTROL_OBJECT)
     with pytest.raises(errors.AuthenticationError, match="TLS"):

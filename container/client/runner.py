@@ -60,6 +60,7 @@ class RemoteRunner:
         call_timeout: float | None = None,
         start_timeout: float | None = None,
         runs_dir: str | Path | None = None,
+        placement: Any = None,
     ) -> None:
         if not isinstance(benchmark, Benchmark):
             raise BenchmarkError(f"RemoteRunner needs a Benchmark, not {type(benchmark).__name__}")
@@ -72,6 +73,7 @@ class RemoteRunner:
         self.call_timeout = call_timeout if call_timeout is not None else config.call_timeout
         self.start_timeout = start_timeout if start_timeout is not None else config.start_timeout
         self.runs_dir = Path(runs_dir) if runs_dir is not None else Path(config.runs)
+        self.placement = placement if placement is not None else getattr(benchmark, "placement", None)
         self.image: Path | None = None
         self._image_record: dict[str, Any] | None = None
         self.grader: RemoteObject | None = None
@@ -134,6 +136,12 @@ class RemoteRunner:
         return {**self.env, "PYTHONPATH": os.pathsep.join([*folders, *filter(None, inherited)])}
 
     def _start_server(self, binds: list[Bind], agent: bool = False) -> Server:
+        if self.placement is not None:
+            from dacstyle.slurm.job import ServerRequest, submit_servers
+
+            request = ServerRequest(self.placement, self.runtime, self.image, binds, self._env(binds), self.gpu, agent,
+                                    benchmark=self._spec, idle_timeout=config.heartbeat_timeout)
+            return submit_servers(self.benchmark.name, [request], self.start_timeout)[0]
         server = Server.start(
             self.runtime,
             image=self.image,
@@ -151,6 +159,12 @@ class RemoteRunner:
         from dacstyle.images.default import image_for
 
         return image_for(self.benchmark, self.image_ref)
+
+    @property
+    def job_id(self) -> str | None:
+        """The Slurm job id of the server (a string), or None for a server on this node."""
+        process = self.server.process
+        return getattr(process, "job_id", None)
 
     @property
     def server(self) -> Server:

@@ -88,15 +88,20 @@ def wait_ready(handle: LocalProcess, timeout: float) -> dict[str, Any]:
 
 
 def _client_tls(folder: ServerDir) -> ClientTLS:
-    """The host's TLS for a TCP server: the folder's certificates (made now by a new RunCA when it has none)."""
-    host = folder.path / "host"
+    """The host's TLS for a TCP server: the folder's certificates (made now by a new RunCA when it has none).
+
+    The server's certificate and key are in ``host/`` (bound into the container);
+    the client's in ``client/``, which no container sees.
+    """
+    host, client = folder.path / "host", folder.path / "client"
     if not (host / "server.pem").exists():
         from .certs import RunCA
 
         ca = RunCA()
         ca.write_server(host)
-        ca.write_client(host)
-    return ClientTLS.from_folder(host, cert_fingerprint(host / "server.pem"))
+        client.mkdir(mode=0o700, exist_ok=True)
+        ca.write_client(client)
+    return ClientTLS.from_folder(client, cert_fingerprint(host / "server.pem"))
 
 
 class Server:
@@ -213,7 +218,7 @@ class Server:
         for handle in self._handles:
             handle.drop()
         try:
-            if self.process.alive():
+            if self.process.owned and self.process.alive():
                 try:
                     self.control("shutdown", timeout=2.0)
                 except DacstyleError:

@@ -154,10 +154,10 @@ def serve(args: argparse.Namespace) -> int:
 
     stop.wait()
 
-    def wind_down() -> None:
-        control.close_all()
+    def wind_down() -> None:  # connections first: a client mid-call sees the server go, not its objects vanish
         for d in daemons:
             d.shutdown()
+        control.close_all()
 
     # a benchmark's close() or Pyro5's shutdown must not keep a server whose host is gone alive
     closer = threading.Thread(target=wind_down, name="wind-down", daemon=True)
