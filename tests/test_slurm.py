@@ -263,3 +263,43 @@ def test_an_address_file_others_could_have_written_is_refused(tmp_path):
         published(tmp_path)
     (tmp_path / "address.json").chmod(0o600)
     assert published(tmp_path) == {"host": "tcp:10.0.0.9:1"}
+
+
+def _cli(slurm_cluster, shared: Path, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **slurm_cluster.env, "DACSTYLE_SHARED_DIR": str(shared)}
+    return subprocess.run([sys.executable, "-m", "dacstyle", *argv], capture_output=True, text=True, env=env,
+                          timeout=180)
+
+
+def test_submit_then_two_clients_attach_and_jobs_cancel_ends_it(shared, slurm_cluster):
+    done = _cli(slurm_cluster, shared, "submit", "sigmoid", "--seed", "2", "--partition", "cpu", "--time", "5",
+                "--runtime", "process")
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip().splitlines()[-1]
+    assert job_id.isdigit()
+    listed = _cli(slurm_cluster, shared, "jobs", "--json")
+    row = [r for r in json.loads(listed.stdout) if r["job_id"] == job_id]
+    assert row and row[0]["state"] == "RUNNING" and row[0]["address"].startswith("tcp:")
+    first, second = RemoteRunner.attach(f"auto:{job_id}"), RemoteRunner.attach(f"auto:{job_id}")
+    try:
+        assert first.job_id == second.job_id == job_id
+        one, two = first.get_environment(), second.get_environment()
+        assert repr(_trajectory(one, 11)) == repr(_trajectory(two, 11))  # two envs on one server, each its own
+        results = first.run(lambda obs: two.action_space.sample(), 2)
+        assert len(results.episodes) == 2
+    finally:
+        first.close()
+        second.close()
+    assert any(info.active for info in job_info(job_id)), "closing an attached runner must not end the job"
+    with pytest.raises(errors.ClosedError):
+        one.reset()
+    done = _cli(slurm_cluster, shared, "jobs", "cancel", job_id)
+    assert done.returncode == 0 and f"cancelled job {job_id}" in done.stdout, done.stderr
+    assert not any(info.active for info in job_info(job_id))
+
+
+def test_attach_to_an_unknown_job_says_so(shared):
+    with pytest.raises(errors.SlurmError, match="no dacstyle server of job 999999"):
+        RemoteRunner.attach("auto:999999")
+    with pytest.raises(ValueError, match="auto:JOBID"):
+        RemoteRunner.attach("tcp:1.2.3.4:5")

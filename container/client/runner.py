@@ -74,6 +74,7 @@ class RemoteRunner:
         self.start_timeout = start_timeout if start_timeout is not None else config.start_timeout
         self.runs_dir = Path(runs_dir) if runs_dir is not None else Path(config.runs)
         self.placement = placement if placement is not None else getattr(benchmark, "placement", None)
+        self._heartbeat = True  # a Slurm job ends itself once this host stops calling (not for `dacstyle submit`)
         self.image: Path | None = None
         self._image_record: dict[str, Any] | None = None
         self.grader: RemoteObject | None = None
@@ -117,6 +118,25 @@ class RemoteRunner:
             raise
         return self
 
+    @classmethod
+    def attach(cls, address: str) -> "RemoteRunner":
+        """A runner on the server a Slurm job already runs (``"auto:JOBID"``, from ``dacstyle submit``).
+
+        Its proxies work as on a runner of your own; ``close()`` detaches and the job goes on.
+        """
+        from dacstyle.slurm.job import attach
+
+        kind, _, job_id = address.partition(":")
+        if kind != "auto" or not job_id.isdigit():
+            raise ValueError(f"attach wants 'auto:JOBID' (a Slurm job id), not {address!r}")
+        server, spec = attach(job_id)
+        if spec is None:
+            server.close()
+            raise BenchmarkError(f"job {job_id} does not say which benchmark it serves")
+        runner = cls(spec, runtime="process")
+        runner.runtime, runner._server, runner._spec = server.runtime, server, spec
+        return runner
+
     def _binds(self, spec: Benchmark, extra: list[Bind]) -> tuple[list[Bind], dict[str, str]]:
         """The spec's named binds, plus its entry point's module when that lives beside the user."""
         named = {name: Bind.parse(text) for name, text in spec.binds.items()}
@@ -140,7 +160,7 @@ class RemoteRunner:
             from dacstyle.slurm.job import ServerRequest, submit_servers
 
             request = ServerRequest(self.placement, self.runtime, self.image, binds, self._env(binds), self.gpu, agent,
-                                    benchmark=self._spec, idle_timeout=config.heartbeat_timeout)
+                                    benchmark=self._spec, idle_timeout=config.heartbeat_timeout if self._heartbeat else 0)
             return submit_servers(self.benchmark.name, [request], self.start_timeout)[0]
         server = Server.start(
             self.runtime,

@@ -173,6 +173,13 @@ class SlurmJob(Handle):
 
         threading.Thread(target=beat, name=f"heartbeat-{self.job_id}", daemon=True).start()
 
+    def release(self) -> None:
+        """Let the job run on after this host is gone (``dacstyle submit``): stopping only detaches from now on."""
+        self.owned = False
+        if self._canceller is not None:
+            self._canceller.detach()
+            self._canceller = None
+
     def stop(self, timeout: float = 5.0) -> None:
         if self._heartbeat is not None:
             self._heartbeat.set()
@@ -339,6 +346,44 @@ def _connect(job: SlurmJob, runtime: Runtime, start_timeout: float) -> Any:
     return server
 
 
+def submit(benchmark: Benchmark, placement: Slurm, runtime: str | None = None, image: str | None = None) -> str:
+    """Start ``benchmark``'s server as a long-lived job that clients attach to; returns the job id.
+
+    The job runs until ``scancel`` (or ``dacstyle jobs cancel``) or its time limit: no heartbeat.
+    """
+    from ..container.client.runner import RemoteRunner
+
+    runner = RemoteRunner(benchmark, runtime, image, placement=placement)
+    runner._heartbeat = False
+    try:
+        runner.start()
+        job = runner.server.process
+        assert isinstance(job, SlurmJob)
+        job.release()
+    finally:
+        runner.close()  # detaches: the job was released
+    return job.job_id
+
+
+def cancel(job_id: str) -> list[str]:
+    """Cancel a dacstyle job and remove its folders (and logs) once Slurm has ended it; returns what was removed."""
+    root = shared_root()
+    folders = []
+    for folder in (root / "servers").iterdir():
+        try:
+            owner = json.loads((folder / "owner.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if str(owner.get("job_id")) == str(job_id):
+            folders.append((folder, Path(owner.get("log") or root / "logs" / "none")))
+    if not folders and not commands.job_info(job_id):
+        raise SlurmError(f"no job {job_id} is known to Slurm or has a folder in {root}")
+    commands.scancel(job_id)
+    for folder, log in folders:  # the first waits for Slurm to end the job
+        _cancel(job_id, folder, log)
+    return [str(folder) for folder, _ in folders]
+
+
 def find_job(job_id: str) -> tuple[ServerDir, dict[str, Any]]:
     """The folder and published address of the main component of job ``job_id`` (``auto:JOBID``)."""
     root = shared_root() / "servers"
@@ -357,12 +402,14 @@ def find_job(job_id: str) -> tuple[ServerDir, dict[str, Any]]:
     return ServerDir.open(folder), address
 
 
-def attach(job_id: str, runtime: Runtime) -> tuple[Any, Benchmark | None]:
+def attach(job_id: str) -> tuple[Any, Benchmark | None]:
     """A Server for the job ``job_id`` runs already (its close() detaches), and the spec it serves."""
+    from ..runtimes import RUNTIMES
+
     server_dir, address = find_job(job_id)
     job = SlurmJob(str(job_id), server_dir, Path(server_dir.owner.get("log", "")),
                    het_group=int(address.get("het_group", 0)), owned=False)
-    server = _connect(job, runtime, config.start_timeout)
     request = json.loads((server_dir.path / "request.json").read_text())
+    server = _connect(job, RUNTIMES[request["runtime"]](), config.start_timeout)
     spec = Benchmark.from_json(json.dumps(request["benchmark"])) if request.get("benchmark") else None
     return server, spec
