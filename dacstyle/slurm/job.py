@@ -95,7 +95,7 @@ class ServerRequest:
     agent: bool = False
     benchmark: Benchmark | None = None  # recorded for ``attach``: what the server serves
     idle_timeout: float = 0.0  # the host's heartbeat; 0 for a server clients attach to (``dacstyle submit``)
-    companion: int | None = None  # the index of the component whose agent endpoint this one binds in
+    companions: list[tuple[int, str]] = field(default_factory=list)  # (component, where its agent endpoint goes)
 
     def to_json(self) -> dict[str, Any]:
         return {"runtime": self.runtime.name, "image": str(self.image) if self.image else None,
@@ -251,8 +251,7 @@ def submit_servers(name: str, requests: list[ServerRequest], start_timeout: floa
             ca.write_client(folder.path / "client")
             data = request.to_json()
             data["het_group"] = index
-            if request.companion is not None:
-                data["companion"] = str(folders[request.companion].path)
+            data["companions"] = [[str(folders[index].path), inside] for index, inside in request.companions]
             (folder.path / "request.json").write_text(json.dumps(data, indent=1))
             argv = [sys.executable, "-m", "dacstyle.slurm.jobmain", str(folder.path)]
             components.append(Component(request.placement, argv))

@@ -47,12 +47,13 @@ def seconds_left(job_id: str) -> float | None:
         return None
 
 
-def _publish(folder: Path, data: dict[str, Any]) -> None:
-    tmp = folder / "address.json.tmp"
+def _publish_file(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (tmp + rename), mode 0600 from the start."""
+    tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle)
-    os.replace(tmp, folder / "address.json")
+    os.replace(tmp, path)
 
 
 def _log(message: str) -> None:
@@ -79,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     job_id = os.environ.get("SLURM_HET_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
     own_id = os.environ.get("SLURM_JOB_ID", job_id)
     binds = [Bind(src, dst, readonly) for src, dst, readonly in request["binds"]]
-    if request.get("companion"):
-        binds.append(_companion_bind(Path(request["companion"]), server_dir))
+    for companion, inside in request.get("companions", []):
+        binds.append(_companion_bind(Path(companion), inside, server_dir, config.start_timeout))
     host = node_address()
     _log(f"starting the server on {host} (node {socket.gethostname()})")
     server = Server.start(get_runtime(request["runtime"]), image=Path(request["image"]) if request["image"] else None,
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           tcp=f"{host}:0", idle_timeout=request["idle_timeout"], server_dir=server_dir,
                           start_timeout=config.start_timeout, call_timeout=config.call_timeout)
     signal.signal(signal.SIGUSR1, lambda *_: None)  # a site's warning signal must not kill the server uncleanly
-    _publish(folder, {"host": server.channel.location, "agent": server.ready.get("agent"), "job_id": job_id,
+    _publish_file(folder / "address.json", {"host": server.channel.location, "agent": server.ready.get("agent"), "job_id": job_id,
                       "het_group": request.get("het_group", 0), "node": socket.gethostname(),
                       "fingerprint": cert_fingerprint(folder / "host" / "server.pem")})
     _log(f"serving at {server.channel.location} (job {job_id}, component {request.get('het_group', 0)})")
@@ -106,14 +107,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if code in (0, -signal.SIGTERM) else code
 
 
-def _companion_bind(companion: Path, server_dir: Any) -> Any:
-    """The folder this component binds in to reach its companion's agent endpoint across nodes.
+def _companion_bind(companion: Path, inside: str, server_dir: Any, timeout: float) -> Any:
+    """The folder this component binds in to reach a companion's agent endpoint across nodes.
 
-    It waits for the companion to publish, then writes the endpoint (address, the
-    agent token, the run's CA and a client certificate) into ``companion/`` of its
-    own server folder, which is bound where the local runner binds a companion's socket.
+    Once the companion has published, it holds what ``attach`` needs: ``endpoint.json``
+    (the agent endpoint's address and the pinned certificate), the agent token, and
+    this component's own client certificate (the job has one CA for all components).
+    Made in ``companion/NAME`` of this server folder, bound where a local runner binds
+    the companion's Unix socket.
     """
-    raise NotImplementedError
+    import shutil
+
+    from ..runtimes import Bind
+    from .job import published
+
+    deadline = time.monotonic() + timeout
+    while (address := published(companion)) is None:
+        if time.monotonic() > deadline or not companion.exists():
+            raise SystemExit(f"dacstyle job: the companion in {companion} did not publish within {timeout:.0f} s")
+        time.sleep(0.1)
+    folder = server_dir.path / "companion" / os.path.basename(inside)
+    folder.mkdir(mode=0o700, parents=True)
+    for name in ("ca.pem", "client.pem", "client.key"):
+        shutil.copyfile(server_dir.path / "client" / name, folder / name)
+    shutil.copyfile(companion / "agent" / "token", folder / "token")
+    for path in folder.iterdir():
+        path.chmod(0o600)
+    _publish_file(folder / "endpoint.json", {"location": address["agent"], "fingerprint": address["fingerprint"]})
+    return Bind(str(folder), inside)
 
 
 if __name__ == "__main__":
