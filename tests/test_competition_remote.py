@@ -235,7 +235,7 @@ def test_planted_submissions_are_invalid_and_no_link_is_followed(hostile, compet
     sample = (competitions["spaceship-titanic-lite"] / "public" / "sample_submission.csv").read_text()
     run_code(env, f"import os\nos.unlink('/submission/submission.csv')\nopen('/submission/submission.csv', 'w')"
                   f".write({sample!r})\n")
-    assert runner._grade(tmp_path)["valid"] is True
+    assert runner.companions["grader"].grade()["valid"] is True
 
 
 def test_agent_code_has_no_capability_device_or_route_to_the_host(hostile):
