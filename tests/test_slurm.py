@@ -303,3 +303,30 @@ def test_attach_to_an_unknown_job_says_so(shared):
         RemoteRunner.attach("auto:999999")
     with pytest.raises(ValueError, match="auto:JOBID"):
         RemoteRunner.attach("tcp:1.2.3.4:5")
+
+
+def test_a_competition_runs_as_one_heterogeneous_job_and_is_graded(shared, packed_image, tmp_path):
+    """Grader on the cpu partition, task (agent side) on gpu with a GPU: one job, two components, over TLS."""
+    from dacstyle.agents.scripted import ScriptedCompetitionAgent
+    from dacstyle.competitions import make_competition
+    from dacstyle.competitions.task import CompetitionTask
+
+    competition = make_competition("spaceship-titanic-lite", tmp_path / "competitions", seed=1)
+    task = CompetitionTask(competition, workdir=tmp_path / "work", time_limit=120,
+                           placement=Slurm(partition="gpu", gpus=1, time="5"),
+                           grader_placement=Slurm(partition="cpu", time="5"))
+    with RemoteRunner(task, runtime="bwrap", image=packed_image, runs_dir=tmp_path / "runs") as runner:
+        grader_job = runner._companion_servers["grader"].process
+        infos = job_info(runner.job_id)
+        assert len(infos) == 2 and {info.fields["Partition"] for info in infos} == {"cpu", "gpu"}  # one het job
+        assert grader_job.job_id == runner.job_id and grader_job.het_group == 0
+        env = runner.get_environment()
+        env.reset()
+        probe = env.step("import os\nprint(sorted(os.listdir('/run/dacstyle-companion/grader')))")[4]["output"]
+        assert "endpoint.json" in probe and "agent.sock" not in probe  # the grader is reached over TCP + TLS
+        results = runner.run(ScriptedCompetitionAgent(runner.get_environment()), 1)
+        sample = runner.companions["grader"].grade((competition / "public" / "sample_submission.csv").read_bytes())
+    report = results.extra["grade"]
+    assert report["valid"] and sample["valid"]
+    better = report["score"] > sample["score"] if report["higher_is_better"] else report["score"] < sample["score"]
+    assert better, (report, sample)

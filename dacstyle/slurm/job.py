@@ -29,6 +29,7 @@ from ..benchmarks.spec import Benchmark
 from ..config import config
 from ..errors import ContainerError, DacstyleError, JobEndedError, JobPendingError, ProtocolMismatchError, SlurmError
 from ..runtimes import Bind, Handle, Runtime
+from ..runtimes.reaper import clean_server_dir
 from ..runtimes.serverdir import ServerDir
 from . import commands
 from .placement import Slurm
@@ -198,6 +199,7 @@ def _cancel(job_id: str, folder: Path, log: Path) -> None:
             failed = any(info.state not in ("CANCELLED", "COMPLETED") for info in infos)
             break
         time.sleep(0.1)
+    clean_server_dir(folder)  # what a job killed mid-cleanup left (a dead image mount, when the node is this one)
     shutil.rmtree(folder, ignore_errors=True)
     if not failed:
         try:
