@@ -365,3 +365,41 @@ def test_runs_of_a_live_host_are_never_swept(servers_root, no_leftovers):
         assert cleanup_stale() == []
         assert obj.echo(2) == 2
     gc.collect()
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["in-owner.json", "owner.json-gone"])
+def test_a_mount_whose_squashfuse_was_killed_is_still_unmounted(packed_image, tmp_path, recorded):
+    """Slurm kills squashfuse with the job step: ismount() then says False, yet the dead mount blocks removal.
+
+    Also when owner.json went first (a reaper killed halfway): what is mounted below the folder goes too.
+    """
+    from dacstyle.runtimes.bwrap import mount_image
+    from dacstyle.runtimes.reaper import clean_server_dir, mounted, unmount
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    rootfs = folder / "rootfs"
+    mount_image(packed_image, rootfs)
+    try:
+        if recorded:
+            (folder / "owner.json").write_text(json.dumps({"mounts": [str(rootfs)]}))
+        daemons = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p)).startswith("squashfuse")
+                   and str(rootfs) in _cmdline(int(p))]
+        assert len(daemons) == 1
+        os.kill(daemons[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while os.path.ismount(rootfs) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not os.path.ismount(rootfs) and mounted(str(rootfs))  # disconnected, still in the mount table
+        clean_server_dir(folder)
+        assert not folder.exists() and mounts_under(tmp_path) == []
+    finally:
+        if mounted(str(rootfs)):
+            unmount(str(rootfs))
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

@@ -121,16 +121,30 @@ def unmount(mountpoint: str) -> None:
     import subprocess
 
     for argv in (["fusermount3", "-u", mountpoint], ["fusermount3", "-uz", mountpoint], ["umount", "-l", mountpoint]):
-        if not os.path.ismount(mountpoint):
+        if not mounted(mountpoint):
             return
         if shutil.which(argv[0]):
             subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
-def _disconnected(path: str) -> bool:
-    """True for a FUSE mount whose daemon is gone (``ismount`` says False: its stat fails with ENOTCONN)."""
+def _mounts_below(folder: str) -> list[str]:
+    """Mount points below ``folder`` in this mount namespace, deepest first (dead FUSE mounts included)."""
+    prefix = os.path.abspath(folder).rstrip("/") + "/"
+    try:
+        with open("/proc/self/mounts") as handle:
+            points = [line.split()[1].replace("\\040", " ") for line in handle if len(line.split()) > 1]
+    except OSError:
+        return []
+    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+
+def mounted(path: str) -> bool:
+    """True for a mount point, including a FUSE mount whose daemon is gone (there ``ismount`` says False:
+    its stat fails with ENOTCONN, as when Slurm kills squashfuse with the job step)."""
     import errno
 
+    if os.path.ismount(path):
+        return True
     try:
         os.stat(path)
     except OSError as exc:
@@ -139,7 +153,11 @@ def _disconnected(path: str) -> bool:
 
 
 def clean_server_dir(run: str | os.PathLike[str]) -> list[str]:
-    """Unmount what the server folder's owner.json lists, then remove the folder; one line per action."""
+    """Unmount what the server folder's owner.json lists and whatever is mounted below it, then remove the folder.
+
+    Returns one line per action. The second part covers a run whose owner.json went
+    before its mounts did (a reaper killed halfway through, as a Slurm step can be).
+    """
     import json
     import shutil
 
@@ -149,8 +167,8 @@ def clean_server_dir(run: str | os.PathLike[str]) -> list[str]:
             owner = json.load(handle)
     except (OSError, ValueError):
         owner = {}
-    for mount in owner.get("mounts", []):
-        if os.path.ismount(mount) or _disconnected(mount):
+    for mount in dict.fromkeys([*owner.get("mounts", []), *_mounts_below(os.fspath(run))]):
+        if mounted(mount):
             unmount(mount)
             done.append(f"unmounted {mount}")
     for cgroup in owner.get("cgroups", []):  # empty once the tree is dead; a task may take a moment to leave
