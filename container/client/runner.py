@@ -122,7 +122,6 @@ class RemoteRunner:
                     endpoint = Bind(str(server.server_dir.path / "agent"), f"{COMPANION_DIR_INSIDE}/{name}", readonly=False)
                     binds.append(endpoint)
                     paths[f"companion:{name}"] = self.runtime.path_inside(endpoint)
-                self._spec = self.benchmark.resolved(paths)
                 self._server = self._start_server(binds)
             self._spec = self.benchmark.resolved(paths)
         except BaseException:
@@ -132,16 +131,13 @@ class RemoteRunner:
 
     def _submit(self, companions: dict[str, tuple[Benchmark, list[Bind]]], binds: list[Bind]) -> None:
         """Start the companions and the main server as one Slurm job, then build the companions' objects."""
-        from dacstyle.slurm.job import ServerRequest, submit_servers
+        from dacstyle.slurm.job import submit_servers
 
         placements = getattr(self.benchmark, "companion_placements", {})
-        idle = config.heartbeat_timeout if self._heartbeat else 0
-        requests = [ServerRequest(placements.get(name, self.placement), self.runtime, self.image, companion_binds,
-                                  self._env(companion_binds), False, True, benchmark=spec, idle_timeout=idle)
+        requests = [self._request(placements.get(name, self.placement), companion_binds, spec, agent=True)
                     for name, (spec, companion_binds) in companions.items()]
         links = [(index, f"{COMPANION_DIR_INSIDE}/{name}") for index, name in enumerate(companions)]
-        requests.append(ServerRequest(self.placement, self.runtime, self.image, binds, self._env(binds), self.gpu,
-                                      benchmark=self._spec, idle_timeout=idle, companions=links))
+        requests.append(self._request(self.placement, binds, self._spec, gpu=self.gpu, companions=links))
         servers = submit_servers(self.benchmark.name, requests, self.start_timeout)
         *companion_servers, self._server = servers
         for (name, (spec, _)), server in zip(companions.items(), companion_servers):
@@ -185,13 +181,20 @@ class RemoteRunner:
         inherited = [self.env.get("PYTHONPATH", "")] + ([] if self.runtime.isolated else [os.environ.get("PYTHONPATH", "")])
         return {**self.env, "PYTHONPATH": os.pathsep.join([*folders, *filter(None, inherited)])}
 
+    def _request(self, placement: Any, binds: list[Bind], spec: Benchmark, *, agent: bool = False, gpu: bool = False,
+                 companions: list[tuple[int, str]] | None = None) -> Any:
+        """One Slurm job component: this runner's runtime, image and environment, with the heartbeat unless detached."""
+        from dacstyle.slurm.job import ServerRequest
+
+        return ServerRequest(placement, self.runtime, self.image, binds, self._env(binds), gpu, agent, benchmark=spec,
+                             idle_timeout=config.heartbeat_timeout if self._heartbeat else 0,
+                             companions=list(companions or []))
+
     def _start_server(self, binds: list[Bind], agent: bool = False) -> Server:
         if self.placement is not None:  # another server of a Slurm-placed runner (a vector env's): its own job
-            from dacstyle.slurm.job import ServerRequest, submit_servers
+            from dacstyle.slurm.job import submit_servers
 
-            idle = config.heartbeat_timeout if self._heartbeat else 0
-            request = ServerRequest(self.placement, self.runtime, self.image, binds, self._env(binds), self.gpu, agent,
-                                    benchmark=self._spec, idle_timeout=idle)
+            request = self._request(self.placement, binds, self._spec, agent=agent, gpu=self.gpu)
             return submit_servers(self.benchmark.name, [request], self.start_timeout)[0]
         server = Server.start(
             self.runtime,

@@ -32,7 +32,7 @@ from ..tls import ClientTLS, cert_fingerprint
 from .channel import Channel
 from .proxies import RemoteEnvironment, RemoteHandle, RemoteObject, make_remote_object
 
-__all__ = ["Server", "server_argv", "server_network", "wait_ready"]
+__all__ = ["Server", "handshake", "server_argv", "server_network", "wait_ready"]
 
 SERVER_MODULE = "dacstyle.container.server"
 
@@ -104,6 +104,15 @@ def _client_tls(folder: ServerDir) -> ClientTLS:
     return ClientTLS.from_folder(client, cert_fingerprint(host / "server.pem"))
 
 
+def handshake(channel: Channel, timeout: float) -> dict[str, Any]:
+    """The server's ``hello()`` on a proxy of its own (the first call: connection, TLS and token checked)."""
+    control = channel.proxy(CONTROL_OBJECT)
+    try:
+        return channel.invoke(control, threading.Lock(), "hello", (), timeout)
+    finally:
+        control._pyroRelease()
+
+
 class Server:
     """A running server: its handle (process and server folder) and control channel."""
 
@@ -163,11 +172,7 @@ class Server:
                 stderr_tail=folder.log_tail,
                 tls=tls,
             )
-            control = channel.proxy(CONTROL_OBJECT)
-            try:
-                hello = channel.invoke(control, threading.Lock(), "hello", (), start_timeout)
-            finally:
-                control._pyroRelease()
+            hello = handshake(channel, start_timeout)
         except BaseException as exc:
             tail = folder.log_tail()
             if process is not None:
@@ -181,6 +186,12 @@ class Server:
             if isinstance(exc, (ChannelError, ValueError, KeyError)):
                 raise ServerStartError(f"the server did not complete the handshake: {exc}", tail) from exc
             raise
+        return cls.checked(runtime, process, channel, hello, ready)
+
+    @classmethod
+    def checked(cls, runtime: Runtime, process: Handle, channel: Channel, hello: dict[str, Any],
+                ready: dict[str, Any]) -> "Server":
+        """The Server of a completed handshake; when the versions differ it is closed and ProtocolMismatchError raised."""
         server = cls(runtime, process, channel, hello)
         server.ready = ready
         try:

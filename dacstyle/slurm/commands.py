@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import SlurmError
 
-__all__ = ["JobInfo", "sbatch", "job_info", "scancel", "my_jobs", "available", "ACTIVE_STATES"]
+__all__ = ["JobInfo", "sbatch", "job_info", "time_left", "scancel", "my_jobs", "available", "ACTIVE_STATES"]
 
 _TIMEOUT_S = 60.0
 ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
@@ -102,6 +102,17 @@ def job_info(job_id: str) -> list[JobInfo]:
                              exit_code=f.get("ExitCode", ""), name=f.get("JobName", ""),
                              het_offset=f.get("HetJobOffset", ""), fields=f))
     return infos
+
+
+def time_left(job_id: str) -> float | None:
+    """Seconds until job ``job_id`` reaches its time limit (``squeue -o %L``); None when it has none or Slurm won't say."""
+    from .placement import parse_time
+
+    done = _run(["squeue", "-h", "-j", str(job_id), "-o", "%L"], check=False)
+    try:
+        return parse_time(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else None
+    except ValueError:
+        return None
 
 
 def scancel(job_id: str) -> None:

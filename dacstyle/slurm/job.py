@@ -27,7 +27,8 @@ from typing import Any
 
 from ..benchmarks.spec import Benchmark
 from ..config import config
-from ..errors import ContainerError, DacstyleError, JobEndedError, JobPendingError, ProtocolMismatchError, SlurmError
+from ..container.protocol import CONTROL_OBJECT
+from ..errors import ContainerError, DacstyleError, JobEndedError, JobPendingError, SlurmError
 from ..runtimes import Bind, Handle, Runtime
 from ..runtimes.reaper import clean_server_dir
 from ..runtimes.serverdir import ServerDir
@@ -109,14 +110,18 @@ class ServerRequest:
 class SlurmJob(Handle):
     """One component of a Slurm job: query it, wait for it, cancel it (which removes its folder and log)."""
 
-    def __init__(self, job_id: str, server_dir: ServerDir, log: Path, het_group: int = 0, owned: bool = True) -> None:
+    def __init__(self, job_id: str, server_dir: ServerDir, het_group: int = 0, owned: bool = True) -> None:
         self.job_id = job_id
         self.server_dir = server_dir
-        self.log = log
         self.het_group = het_group
         self.owned = owned  # False: attached to someone's job; stop() detaches
         self._heartbeat: threading.Event | None = None
-        self._canceller = weakref.finalize(self, _cancel, job_id, server_dir.path, log) if owned else None
+        self._canceller = weakref.finalize(self, _cancel, job_id, server_dir.path, self.log) if owned else None
+
+    @property
+    def log(self) -> Path:
+        """The job's log (its output and the server's stderr), outside the folder: it outlives a failed job."""
+        return self.server_dir.log_path
 
     @property
     def id(self) -> str:
@@ -154,12 +159,12 @@ class SlurmJob(Handle):
         while (info := self.info()) is not None and info.state == "COMPLETING" and time.monotonic() < deadline:
             time.sleep(0.1)
         state = info.describe() if info is not None else f"job {self.job_id} (no longer known to Slurm)"
-        return f"{state}; log {self.log}:\n{_tail(self.log)}"
+        return f"{state}; log {self.log}:\n{self.server_dir.log_tail()}"
 
     def start_heartbeat(self, server: Any, interval: float) -> None:
         """Call the server every ``interval`` seconds, so that it ends its job once this host is gone."""
         stop = self._heartbeat = threading.Event()
-        control = server.channel.proxy("dacstyle.control")
+        control = server.channel.proxy(CONTROL_OBJECT)
         lock = threading.Lock()
 
         def beat() -> None:
@@ -208,15 +213,6 @@ def _cancel(job_id: str, folder: Path, log: Path) -> None:
             pass
 
 
-def _tail(path: Path, max_bytes: int = 4000) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - max_bytes))
-            return handle.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return "(no log yet)"
-
-
 def published(folder: Path) -> dict[str, Any] | None:
     """The address a job published in ``folder`` (a 0600 file of this user), or None while there is none."""
     path = folder / ADDRESS_FILE
@@ -253,27 +249,20 @@ def submit_servers(name: str, requests: list[ServerRequest], start_timeout: floa
             ca.write_client(folder.path / "client")
             data = request.to_json()
             data["het_group"] = index
-            data["companions"] = [[str(folders[index].path), inside] for index, inside in request.companions]
+            data["companions"] = [[str(folders[other].path), inside] for other, inside in request.companions]
             (folder.path / "request.json").write_text(json.dumps(data, indent=1))
             argv = [sys.executable, "-m", "dacstyle.slurm.jobmain", str(folder.path)]
             components.append(Component(request.placement, argv))
         script = folders[0].path / "job.sbatch"
         script.write_text(render(f"dacstyle-{name}", f"dacstyle server(s) for {name}", components, str(log)))
-    except OSError as exc:
-        for folder in folders:
-            folder.remove()
-        raise ContainerError(f"cannot prepare the Slurm job in {root}: {exc}") from exc
-    except BaseException:
-        for folder in folders:
-            folder.remove()
-        raise
-    try:
         job_id = commands.sbatch(script)
-    except BaseException:
+    except BaseException as exc:  # no job yet: the folders are all there is to undo
         for folder in folders:
             folder.remove()
+        if isinstance(exc, OSError):
+            raise ContainerError(f"cannot prepare the Slurm job in {root}: {exc}") from exc
         raise
-    jobs = [SlurmJob(job_id, folder, log, het_group=i) for i, folder in enumerate(folders)]
+    jobs = [SlurmJob(job_id, folder, het_group=i) for i, folder in enumerate(folders)]
     servers: list[Any] = []
     try:
         for job, request in zip(jobs, requests):
@@ -301,7 +290,7 @@ def _wait_published(job: SlurmJob, start_timeout: float) -> dict[str, Any]:
         now = time.monotonic()
         if info is None or not info.active:
             raise JobEndedError(f"Slurm {info.describe() if info else f'job {job.job_id}'} before its server was "
-                                f"ready (log: {job.log})", _tail(job.log), info.state if info else "")
+                                f"ready (log: {job.log})", job.server_dir.log_tail(), info.state if info else "")
         if info.state == "PENDING":
             if now - pending_since > config.pending_timeout:
                 raise JobPendingError(f"Slurm job {job.job_id} stayed pending for {config.pending_timeout:.0f} s "
@@ -310,7 +299,7 @@ def _wait_published(job: SlurmJob, start_timeout: float) -> dict[str, Any]:
             running_since = running_since or now
             if now - running_since > start_timeout:
                 raise JobEndedError(f"the server of Slurm job {job.job_id} did not publish its address within "
-                                    f"{start_timeout:.0f} s of the job starting", _tail(job.log), info.state)
+                                    f"{start_timeout:.0f} s of the job starting", job.server_dir.log_tail(), info.state)
         time.sleep(delay)
         delay = min(delay * 1.5, _POLL_MAX_S)
 
@@ -318,8 +307,7 @@ def _wait_published(job: SlurmJob, start_timeout: float) -> dict[str, Any]:
 def _connect(job: SlurmJob, runtime: Runtime, start_timeout: float) -> Any:
     """Wait for the component's address, then handshake over TLS with its pinned certificate."""
     from ..container.client.channel import Channel
-    from ..container.client.server import Server
-    from ..container.protocol import CONTROL_OBJECT, check_versions
+    from ..container.client.server import Server, handshake
     from ..container.tls import ClientTLS, cert_fingerprint
 
     address = _wait_published(job, start_timeout)
@@ -332,19 +320,7 @@ def _connect(job: SlurmJob, runtime: Runtime, start_timeout: float) -> Any:
                       server_gone=lambda wait: job.wait(max(wait, 5.0)) is not None, stderr_tail=job.end_report,
                       tls=ClientTLS.from_folder(folder / "client", expected),
                       token_file=str(folder / "host" / "token"))
-    control = channel.proxy(CONTROL_OBJECT)
-    try:
-        hello = channel.invoke(control, threading.Lock(), "hello", (), start_timeout)
-    finally:
-        control._pyroRelease()
-    server = Server(runtime, job, channel, hello)
-    server.ready = address
-    try:
-        check_versions(hello)
-    except ProtocolMismatchError:
-        server.close()
-        raise
-    return server
+    return Server.checked(runtime, job, channel, handshake(channel, start_timeout), address)
 
 
 def submit(benchmark: Benchmark, placement: Slurm, runtime: str | None = None, image: str | None = None) -> str:
@@ -408,8 +384,7 @@ def attach(job_id: str) -> tuple[Any, Benchmark | None]:
     from ..runtimes import RUNTIMES
 
     server_dir, address = find_job(job_id)
-    job = SlurmJob(str(job_id), server_dir, Path(server_dir.owner.get("log", "")),
-                   het_group=int(address.get("het_group", 0)), owned=False)
+    job = SlurmJob(str(job_id), server_dir, het_group=int(address.get("het_group", 0)), owned=False)
     request = json.loads((server_dir.path / "request.json").read_text())
     server = _connect(job, RUNTIMES[request["runtime"]](), config.start_timeout)
     spec = Benchmark.from_json(json.dumps(request["benchmark"])) if request.get("benchmark") else None

@@ -16,13 +16,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "node_address", "seconds_left"]
+__all__ = ["main", "node_address"]
 
 
 def node_address() -> str:
@@ -34,17 +33,6 @@ def node_address() -> str:
         except OSError:
             continue
     return "127.0.0.1"
-
-
-def seconds_left(job_id: str) -> float | None:
-    """Seconds until the job's time limit (``squeue -o %L``), or None when it has none or Slurm will not say."""
-    from .placement import parse_time
-
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%L"], capture_output=True, text=True, timeout=30)
-        return parse_time(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        return None
 
 
 def _publish_file(path: Path, data: dict[str, Any]) -> None:
@@ -67,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..container.tls import cert_fingerprint
     from ..runtimes import Bind, get_runtime
     from ..runtimes.serverdir import ServerDir
+    from . import commands
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
@@ -93,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "het_group": request.get("het_group", 0), "node": socket.gethostname(),
                       "fingerprint": cert_fingerprint(folder / "host" / "server.pem")})
     _log(f"serving at {server.channel.location} (job {job_id}, component {request.get('het_group', 0)})")
-    left = seconds_left(own_id)
+    left = commands.time_left(own_id)
     stop_at = None if left is None else time.monotonic() + left - config.stop_before_limit
     code = 0
     while server.process.wait(1.0) is None:
