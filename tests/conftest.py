@@ -15,6 +15,19 @@ pytest_plugins = ("_servers",)  # loopback HTTP server and OCI registry fixtures
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SIF_TESTDATA = SHARED / "sif-testdata"
+GOLDEN = Path(__file__).parent / "golden"
+_REFRESH_GOLDEN = os.environ.get("DACSTYLE_REFRESH_GOLDEN") == "1"  # read at import: clean_config clears DACSTYLE_*
+
+
+def assert_golden(name: str, text: str, test_file: str) -> None:
+    """``text`` equals ``tests/golden/NAME`` (rewritten first under DACSTYLE_REFRESH_GOLDEN=1)."""
+    path = GOLDEN / name
+    refresh = f"DACSTYLE_REFRESH_GOLDEN=1 pytest {test_file} -k golden"
+    if _REFRESH_GOLDEN:
+        path.write_text(text)
+    assert path.exists(), f"{path} is missing; create it with {refresh}"
+    assert text == path.read_text(), f"{name} differs from {path}; if the change is intended, refresh with " \
+                                     f"{refresh} and review the diff"
 
 
 @pytest.fixture(autouse=True)

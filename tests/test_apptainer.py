@@ -28,11 +28,9 @@ from dacstyle.runtimes import Bind, LaunchSpec, get_runtime
 from dacstyle.runtimes.apptainer import ApptainerRuntime, SingularityRuntime
 from dacstyle.runtimes.serverdir import ServerDir
 
-from conftest import assert_identical, local_trajectory, trajectory
+from conftest import assert_golden, assert_identical, local_trajectory, trajectory
 
-GOLDEN = Path(__file__).parent / "golden"
 STANDIN = Path(__file__).parent / "apptainer_standin"
-REFRESH = os.environ.get("DACSTYLE_REFRESH_GOLDEN") == "1"  # read before clean_config clears DACSTYLE_*
 FAKE_SERVER_DIR = "/tmp/dacstyle-0/abcd1234"
 FAKE_IMAGE = "/images/sigmoid-1.0.sif"
 
@@ -97,13 +95,7 @@ def test_golden_argv(case: str, fake_binaries):
     tool(fake_binaries[0], "singularity")
     runtime_cls, options = GOLDEN_CASES[case]
     text = "\n".join(golden_argv(runtime_cls, options)) + "\n"
-    path = GOLDEN / f"apptainer_{case}.txt"
-    if REFRESH:
-        path.write_text(text)
-    assert path.exists(), f"{path} is missing; create it with DACSTYLE_REFRESH_GOLDEN=1 pytest {__file__} -k golden"
-    assert text == path.read_text(), (
-        f"the argv for {case!r} differs from {path}; if the change is intended, refresh with "
-        f"DACSTYLE_REFRESH_GOLDEN=1 pytest {__file__} -k golden and review the diff")
+    assert_golden(f"apptainer_{case}.txt", text, __file__)
 
 
 def test_argv_is_a_list_without_the_token(fake_binaries, tmp_path):

@@ -32,10 +32,8 @@ from dacstyle.slurm import Slurm
 from dacstyle.slurm.commands import job_info
 from dacstyle.slurm.script import Component, render
 
-from conftest import child_pids
+from conftest import assert_golden, child_pids
 
-GOLDEN = Path(__file__).parent / "golden"
-REFRESH = os.environ.get("DACSTYLE_REFRESH_GOLDEN") == "1"  # read before clean_config clears DACSTYLE_*
 CPU = Slurm(partition="cpu", time="5")
 
 
@@ -213,13 +211,7 @@ def test_golden_batch_scripts(case):
         gpu = Slurm(partition="gpu", gpus=1)
         components.append(Component(gpu, [python, "-m", "dacstyle.slurm.jobmain", "/shared/servers/bbbb2222"]))
     text = render("dacstyle-sigmoid", "dacstyle server(s) for sigmoid", components, "/shared/logs/sigmoid-x.log")
-    path = GOLDEN / f"slurm_{case}.sbatch"
-    if REFRESH:
-        path.write_text(text)
-    assert path.exists(), f"{path} is missing; create it with DACSTYLE_REFRESH_GOLDEN=1 pytest {__file__} -k golden"
-    assert text == path.read_text(), (
-        f"the batch script for {case!r} differs from {path}; if the change is intended, refresh with "
-        f"DACSTYLE_REFRESH_GOLDEN=1 pytest {__file__} -k golden")
+    assert_golden(f"slurm_{case}.sbatch", text, __file__)
 
 
 def test_shared_dir_must_be_set_and_yours(tmp_path):

@@ -11,7 +11,6 @@ Refresh the golden batch script after an intended change with::
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ from dacstyle.results import RunResults, compare_runs
 from dacstyle.slurm import Slurm
 from dacstyle.slurm.sweep import COLUMNS, _ranges, _task_ids, batch_script, parse_seeds, sweep
 
-GOLDEN = Path(__file__).parent / "golden"
-REFRESH = os.environ.get("DACSTYLE_REFRESH_GOLDEN") == "1"  # read before clean_config clears DACSTYLE_*
+from conftest import assert_golden
+
 SEEDS = [0, 1, 2, 3]
 CURSED = """\
 from dacstyle.benchmarks.sigmoid import SigmoidEnv
@@ -150,13 +149,7 @@ def test_golden_array_batch_script():
     placement = Slurm(partition="cpu", time="00:10:00", mem="2G", extra=["--account=abc"])
     text = batch_script(Path("/shared/sweeps/sigmoid"), [0, 1, 2, 3, 7], placement, python="/opt/venv/bin/python3",
                         max_parallel=2)
-    path = GOLDEN / "slurm_sweep_array.sbatch"
-    if REFRESH:
-        path.write_text(text)
-    assert path.exists(), f"{path} is missing; create it with DACSTYLE_REFRESH_GOLDEN=1 pytest {__file__} -k golden"
-    assert text == path.read_text(), (
-        f"the sweep's batch script differs from {path}; if the change is intended, refresh with "
-        f"DACSTYLE_REFRESH_GOLDEN=1 pytest {__file__} -k golden")
+    assert_golden("slurm_sweep_array.sbatch", text, __file__)
 
 
 # -- as one array job on a real Slurm ----------------------------------------------------------------------------------
