@@ -29,7 +29,7 @@ from dacstyle.errors import (
     ServerDiedError,
 )
 
-from ..protocol import harden_pyro5
+from ..protocol import exchange, harden_pyro5
 
 __all__ = ["Channel", "uri_for", "read_token_file"]
 
@@ -117,7 +117,7 @@ class Channel:
             if proxy._pyroTimeout != wanted:  # setting it costs syscalls on a live connection
                 proxy._pyroTimeout = wanted
             try:
-                return getattr(proxy, method)(*args)
+                return exchange(proxy, method, args)  # proxy.<method>(*args), minus the layers dacstyle does not use
             except pyro_errors.PyroError as exc:
                 raise self.translate(exc, method) from exc
 

@@ -46,9 +46,10 @@ class RemoteHandle:
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``method`` remotely and return its decoded result (or raise its error)."""
-        self._check_usable(method)  # before large arguments are written to the shared area
+        if self.closed or self.timed_out is not None:
+            self._check_usable(method)  # before large arguments are written to the shared area
         with using(self.channel.arrays):
-            encoded = (method, codec.encode(list(args)), codec.encode(kwargs))
+            encoded = (method, codec.encode(list(args)), codec.encode(kwargs) if kwargs else {})
         return self.invoke("call", method, encoded)
 
     def get(self, name: str) -> Any:
@@ -57,8 +58,9 @@ class RemoteHandle:
 
     def invoke(self, exposed: str, method: str, args: tuple) -> Any:
         """Call the hosted object's ``exposed`` method with ``args`` (``method`` picks the timeout)."""
-        self._check_usable(method)
-        timeout = self._timeouts.get(method, self._timeouts.get(None))
+        if self.closed or self.timed_out is not None:
+            self._check_usable(method)
+        timeout = self._timeouts.get(method, self._timeouts.get(None)) if self._timeouts else None
         try:
             reply = self.channel.invoke(self._proxy, self._lock, exposed, args, timeout)
         except CallTimeoutError:
