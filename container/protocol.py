@@ -16,7 +16,7 @@ import platform
 import socket
 import struct
 from json.encoder import c_make_encoder, encode_basestring
-from typing import Any
+from typing import Any, NoReturn
 
 from Pyro5 import config as pyro_config
 from Pyro5 import errors as pyro_errors
@@ -32,6 +32,8 @@ __all__ = [
     "GuardedMessage",
     "harden_pyro5",
     "exchange",
+    "send_call",
+    "read_result",
     "versions",
     "check_versions",
 ]
@@ -129,37 +131,59 @@ _FIRST_READ = 64 * 1024
 
 
 def exchange(proxy: Any, method: str, args: tuple) -> Any:
-    """``proxy.<method>(*args)``: one call frame out, one reply frame in, on the proxy's open connection.
+    """``proxy.<method>(*args)``: one call frame out, one reply frame in, on the proxy's connection.
 
     The same frames and checks as Pyro5's ``Proxy._pyroInvoke`` (sequence number, message
     type, serializer, size limit, :class:`GuardedMessage`'s flag check, exception flag)
     without its per-call layers: one send and, for a reply under 64 KiB, one receive.
-    Anything gone wrong on the connection closes it, as Pyro5 does; the next call
-    reconnects. A proxy that is not connected yet goes through Pyro5 (connect, handshake).
     """
+    return read_result(proxy, send_call(proxy, method, args))
+
+
+def send_call(proxy: Any, method: str, args: tuple) -> int:
+    """Send ``proxy.<method>(*args)`` as one frame without waiting; returns the number :func:`read_result` wants.
+
+    A proxy that is not connected connects first (Pyro5's connect and handshake).
+    Anything gone wrong on the connection closes it, as Pyro5 does; the next call reconnects.
+    """
+    if proxy._pyroConnection is None:
+        proxy._pyroBind()
     conn = proxy._pyroConnection
-    if conn is None:
-        return proxy._pyroInvoke(method, args, {})
-    serializer = serializers.serializers_by_id[_JSON_ID]
-    data = serializer.dumpsCall(conn.objectId, method, args, {})
+    data = serializers.serializers_by_id[_JSON_ID].dumpsCall(conn.objectId, method, args, {})
     if len(data) > pyro_config.MAX_MESSAGE_SIZE:
         raise pyro_errors.ProtocolError(f"message too large ({len(data)}, max={pyro_config.MAX_MESSAGE_SIZE})")
     seq = proxy._pyroSeq = (proxy._pyroSeq + 1) & 0xFFFF
     try:
         conn.sock.sendall(_HEADER.pack(b"PYRO", protocol.PROTOCOL_VERSION, protocol.MSG_INVOKE, _JSON_ID,
                                        protocol.FLAGS_CORR_ID, seq, len(data), 0, _CORRELATION, 0, _MAGIC) + data)
+    except BaseException as exc:
+        _drop(proxy, exc)
+    return seq
+
+
+def read_result(proxy: Any, seq: int) -> Any:
+    """The result of call ``seq`` on ``proxy``: its reply frame read and checked; a remote Pyro5 error is raised."""
+    conn = proxy._pyroConnection
+    if conn is None:
+        raise pyro_errors.ConnectionClosedError("the connection was closed before the reply was read")
+    try:
         reply = _read_reply(conn.sock, seq)
-    except BaseException as exc:  # the stream may be out of step (a timeout, ^C): drop it, the next call reconnects
-        proxy._pyroRelease()
-        if isinstance(exc, socket.timeout):
-            raise pyro_errors.TimeoutError("receiving: timeout") from exc
-        if isinstance(exc, OSError):
-            raise pyro_errors.ConnectionClosedError(f"connection lost: {exc}") from exc
-        raise
-    result = serializer.loads(reply.data)
+    except BaseException as exc:
+        _drop(proxy, exc)
+    result = serializers.serializers_by_id[_JSON_ID].loads(reply.data)
     if reply.flags & protocol.FLAGS_EXCEPTION:
         raise result if isinstance(result, pyro_errors.PyroError) else pyro_errors.ProtocolError("malformed error reply")
     return result
+
+
+def _drop(proxy: Any, exc: BaseException) -> NoReturn:
+    """Close the connection a frame broke off on (a timeout, ^C, a refused frame) and raise ``exc`` as Pyro5 would."""
+    proxy._pyroRelease()  # the stream may be out of step: the next call reconnects
+    if isinstance(exc, socket.timeout):
+        raise pyro_errors.TimeoutError("receiving: timeout") from exc
+    if isinstance(exc, OSError):
+        raise pyro_errors.ConnectionClosedError(f"connection lost: {exc}") from exc
+    raise exc
 
 
 def _read_reply(sock: socket.socket, seq: int) -> GuardedMessage:

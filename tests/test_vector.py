@@ -15,6 +15,7 @@ from gymnasium import spaces
 from dacstyle import RemoteRunner
 from dacstyle.benchmarks import Benchmark, GymnasiumBenchmark, SigmoidBenchmark
 from dacstyle.container.client import channel as channel_module
+from dacstyle.container.client import proxies as proxies_module
 from dacstyle.container.client.vector import RemoteVectorEnv
 from dacstyle.errors import BenchmarkError, CallTimeoutError, ClosedError
 
@@ -163,16 +164,21 @@ def test_call_get_attr_and_set_attr_are_served_for_listed_names(no_leftovers):
 
 def test_one_round_trip_per_server_per_step(monkeypatch, no_leftovers):
     calls = []
-    invoke = channel_module.Channel.invoke
+    invoke, send = channel_module.Channel.invoke, proxies_module.RemoteHandle.send
 
     def counting(self, proxy, lock, method, args, timeout):
         calls.append(args[0] if method == "call" else method)
         return invoke(self, proxy, lock, method, args, timeout)
 
+    def counting_send(self, method, *args, **kwargs):  # a call sent now, its reply read later
+        calls.append(method)
+        return send(self, method, *args, **kwargs)
+
     with RemoteRunner(SigmoidBenchmark().set_seed(0), runtime="process") as runner:
         vec = runner.make_vector_env(16, num_servers=2)
         vec.reset(seed=0)
         monkeypatch.setattr(channel_module.Channel, "invoke", counting)
+        monkeypatch.setattr(proxies_module.RemoteHandle, "send", counting_send)
         for _ in range(3):
             vec.step(vec.action_space.sample())
         monkeypatch.undo()

@@ -21,10 +21,13 @@ from typing import Any, Callable, SupportsFloat
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
 
+from Pyro5 import errors as pyro_errors
+
 from dacstyle import codec
 from dacstyle.errors import CallTimeoutError, ChannelError, ClosedError
 from dacstyle.sharedarrays import using
 
+from ..protocol import read_result, send_call
 from .channel import Channel
 
 __all__ = ["RemoteHandle", "RemoteObject", "RemoteEnvironment", "make_remote_object", "env_spec"]
@@ -68,6 +71,47 @@ class RemoteHandle:
                 self.timed_out = f"{method}()"
             raise
         return self.channel.unwrap(reply)
+
+    def send(self, method: str, *args: Any, **kwargs: Any) -> tuple[str, int]:
+        """Send a call of ``method`` without waiting for it; :meth:`receive` with the ticket returned must follow.
+
+        Calls on several servers sent first and received after run at once, with no thread
+        (the vector env's one round trip per server). The handle is busy until the receive.
+        """
+        if self.closed or self.timed_out is not None:
+            self._check_usable(method)
+        with using(self.channel.arrays):
+            encoded = (method, codec.encode(list(args)), codec.encode(kwargs) if kwargs else {})
+        self._lock.acquire()
+        try:
+            self._proxy._pyroClaimOwnership()
+            timeout = self._timeouts.get(method, self._timeouts.get(None)) if self._timeouts else None
+            wanted = self.channel.call_timeout if timeout is None else timeout
+            if self._proxy._pyroTimeout != wanted:
+                self._proxy._pyroTimeout = wanted
+            return method, send_call(self._proxy, "call", encoded)
+        except BaseException as exc:
+            self._lock.release()
+            if isinstance(exc, pyro_errors.PyroError):
+                raise self._failed(exc, method) from exc
+            raise
+
+    def receive(self, ticket: tuple[str, int]) -> Any:
+        """The decoded result of the call :meth:`send` returned ``ticket`` for (or its error)."""
+        method, seq = ticket
+        try:
+            reply = read_result(self._proxy, seq)
+        except pyro_errors.PyroError as exc:
+            raise self._failed(exc, method) from exc
+        finally:
+            self._lock.release()
+        return self.channel.unwrap(reply)
+
+    def _failed(self, exc: pyro_errors.PyroError, method: str) -> Exception:
+        error = self.channel.translate(exc, method)
+        if isinstance(error, CallTimeoutError) and self.fail_after_timeout:
+            self.timed_out = f"{method}()"
+        return error
 
     def _check_usable(self, method: str) -> None:
         if self.closed:
