@@ -260,3 +260,29 @@ def test_after_one_server_times_out_no_server_steps_again(no_leftovers):
             vec.step(np.array([0, 0]))  # refused before any server is asked
         assert vec._parts[0].handle.call("call", "count", [], {}) == [1]  # the first server stepped only once
         vec.close()
+
+
+@pytest.mark.parametrize("infos, one_pass", [
+    ([{"a": 1, "b": 0.5, "c": True}] * 4, True),
+    ([{"a": np.float32(i), "b": np.int16(i)} for i in range(4)], True),
+    ([{}] * 4, True),
+    ([{"a": 1}, {"a": 2.5}, {"a": 3}, {"a": 4}], False),  # mixed types: gymnasium casts to the first env's type
+    ([{"a": 1, "b": 2}, {"b": 2, "a": 1}, {"a": 1, "b": 2}, {"a": 1, "b": 2}], False),
+    ([{"a": 1}, {}, {"a": 1}, {"a": 1, "z": "text"}], False),
+    ([{"a": {"nested": 1}}] * 4, False),
+    ([{"a": np.zeros(2)}] * 4, False),
+    ([{"_a": 1, "a": 2}] * 4, False),  # a name that is another's mask
+])
+def test_merged_infos_equal_gymnasiums_one_env_at_a_time(infos, one_pass):
+    """The host's one-pass merge of flat numbers builds what SyncVectorEnv's _add_info builds, or declines."""
+    from dacstyle.container.client.vector import _merge_flat_numbers
+
+    reference = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * len(infos))
+    expected: dict = {}
+    for index, info in enumerate(infos):
+        expected = reference._add_info(expected, info, index)
+    reference.close()
+    merged = _merge_flat_numbers(list(enumerate(infos)), len(infos))
+    assert (merged is not None) == one_pass
+    if merged is not None:
+        assert_identical(merged, expected, ordered=True)
