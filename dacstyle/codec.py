@@ -273,7 +273,7 @@ def decode(tree: Any) -> Any:
 
 def _decode_nd(body: list) -> np.ndarray:
     descr, shape, data = body
-    array = np.frombuffer(_unb64(data), dtype=_dtype_from(descr)).copy()
+    array = np.frombuffer(bytearray(_unb64(data)), dtype=_dtype_from(descr))  # writable, one numpy call
     if len(shape) != 1 or shape[0] != len(array):  # a 1-d array needs no reshape; a wrong shape is refused there
         array = array.reshape(tuple(shape))
     return array

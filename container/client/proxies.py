@@ -63,9 +63,8 @@ class RemoteHandle:
         """Call the hosted object's ``exposed`` method with ``args`` (``method`` picks the timeout)."""
         if self.closed or self.timed_out is not None:
             self._check_usable(method)
-        timeout = self._timeouts.get(method, self._timeouts.get(None)) if self._timeouts else None
         try:
-            reply = self.channel.invoke(self._proxy, self._lock, exposed, args, timeout)
+            reply = self.channel.invoke(self._proxy, self._lock, exposed, args, self._timeout(method))
         except CallTimeoutError:
             if self.fail_after_timeout:
                 self.timed_out = f"{method}()"
@@ -77,6 +76,8 @@ class RemoteHandle:
 
         Calls on several servers sent first and received after run at once, with no thread
         (the vector env's one round trip per server). The handle is busy until the receive.
+        Everything else matches :meth:`call` through ``Channel.invoke``: the timeouts, the
+        frames and their checks, the errors.
         """
         if self.closed or self.timed_out is not None:
             self._check_usable(method)
@@ -85,7 +86,7 @@ class RemoteHandle:
         self._lock.acquire()
         try:
             self._proxy._pyroClaimOwnership()
-            timeout = self._timeouts.get(method, self._timeouts.get(None)) if self._timeouts else None
+            timeout = self._timeout(method)
             wanted = self.channel.call_timeout if timeout is None else timeout
             if self._proxy._pyroTimeout != wanted:
                 self._proxy._pyroTimeout = wanted
@@ -106,6 +107,10 @@ class RemoteHandle:
         finally:
             self._lock.release()
         return self.channel.unwrap(reply)
+
+    def _timeout(self, method: str) -> float | None:
+        """The timeout set for ``method`` or for all methods; None: the channel's default."""
+        return self._timeouts.get(method, self._timeouts.get(None)) if self._timeouts else None
 
     def _failed(self, exc: pyro_errors.PyroError, method: str) -> Exception:
         error = self.channel.translate(exc, method)
