@@ -180,9 +180,9 @@ def _drop(proxy: Any, exc: BaseException) -> NoReturn:
     """Close the connection a frame broke off on (a timeout, ^C, a refused frame) and raise ``exc`` as Pyro5 would."""
     proxy._pyroRelease()  # the stream may be out of step: the next call reconnects
     if isinstance(exc, socket.timeout):
-        raise pyro_errors.TimeoutError("receiving: timeout") from exc
+        raise pyro_errors.TimeoutError("receiving: timeout")  # chained as Pyro5's are: the cause stays the context
     if isinstance(exc, OSError):
-        raise pyro_errors.ConnectionClosedError(f"connection lost: {exc}") from exc
+        raise pyro_errors.ConnectionClosedError(f"connection lost: {exc}")
     raise exc
 
 

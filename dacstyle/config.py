@@ -92,6 +92,13 @@ _SETTINGS: dict[str, tuple[Any, Any, str]] = {
                            "(RLIMIT_DATA; default half the RAM)"),
     "sandbox_max_file_size": (_positive(int), 8 * 1024**3, "largest file a container process may write (RLIMIT_FSIZE)"),
     "sandbox_network": (_bool, False, "let benchmark servers reach the network (off: a private, empty network)"),
+    "shared_dir": (Path, None, "a folder every Slurm node sees (yours, not others'): Slurm jobs' private folders, "
+                   "published addresses and logs"),
+    "heartbeat_timeout": (_positive(float), 120.0, "seconds without a call from its host after which a Slurm-placed "
+                          "server ends its job (the host calls every third of it)"),
+    "pending_timeout": (_positive(float), 600.0, "seconds a Slurm job may stay pending before the start fails "
+                        "(and the job is cancelled)"),
+    "stop_before_limit": (_positive(float), 30.0, "seconds before its Slurm time limit a server stops cleanly"),
 }
 
 
@@ -117,6 +124,10 @@ class Config:
     sandbox_max_memory: int
     sandbox_max_file_size: int
     sandbox_network: bool
+    shared_dir: Path | None
+    heartbeat_timeout: float
+    pending_timeout: float
+    stop_before_limit: float
 
     def __init__(self, use_environment: bool = True, **overrides: Any) -> None:
         self.reset(use_environment)

@@ -17,7 +17,10 @@ boundary with ``raise X(...) from exc``::
     │       └── CacheTrustError     the cache folder is not safe to use (owner, mode, symlink)
     ├── ContainerError              starting or running a container
     │   ├── RuntimeUnavailableError the requested runtime is not installed here
-    │   └── ServerStartError        the server died or never became ready
+    │   ├── ServerStartError        the server died or never became ready
+    │   └── SlurmError              a Slurm command failed, or Slurm is not installed
+    │       ├── JobEndedError       the job failed, was cancelled or hit its time limit
+    │       └── JobPendingError     the job stayed pending past ``pending_timeout``
     ├── ChannelError                the host <-> server channel
     │   ├── ServerDiedError         the server went away during a call
     │   ├── CallTimeoutError        a call did not answer in time
@@ -51,6 +54,9 @@ __all__ = [
     "ContainerError",
     "RuntimeUnavailableError",
     "ServerStartError",
+    "SlurmError",
+    "JobEndedError",
+    "JobPendingError",
     "ChannelError",
     "ServerDiedError",
     "CallTimeoutError",
@@ -132,6 +138,22 @@ class _WithStderrTail(DacstyleError):
 
 class ServerStartError(_WithStderrTail, ContainerError):
     """The server process died or never answered the handshake."""
+
+
+class SlurmError(ContainerError):
+    """A Slurm command failed, or Slurm is not installed."""
+
+
+class JobEndedError(_WithStderrTail, SlurmError):
+    """A Slurm job ended (failed, cancelled, time limit, node failure) before or while serving; ``state`` says which."""
+
+    def __init__(self, message: str, stderr_tail: str = "", state: str = "") -> None:
+        super().__init__(message, stderr_tail)
+        self.state = state
+
+
+class JobPendingError(SlurmError):
+    """A Slurm job stayed pending past ``pending_timeout`` (it was cancelled); the message gives Slurm's reason."""
 
 
 class ChannelError(DacstyleError):

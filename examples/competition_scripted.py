@@ -35,8 +35,8 @@ def main() -> None:
         task = CompetitionTask(competition, workdir=root / "work", time_limit=120)
         with RemoteRunner(task, runtime=args.runtime) as runner:
             env = runner.get_environment()                        # agent side: TaskEnv proxy
-            results = runner.run(ScriptedCompetitionAgent(env), 1)  # graded by runner.grader
-            baseline = runner.grader.grade((competition / "public" / "sample_submission.csv").read_bytes())
+            results = runner.run(ScriptedCompetitionAgent(env), 1)  # graded by its grader companion
+            baseline = runner.companions["grader"].grade((competition / "public" / "sample_submission.csv").read_bytes())
         report = results.extra["grade"]
         print("--- report")
         print(json.dumps(report, indent=2, sort_keys=True))

@@ -186,3 +186,26 @@ def packed_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("image") / "env.sif"
     pack_environment(out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real single-host Slurm (tests/slurmcluster.py) for the session, SLURM_CONF pointing at it.
+
+    Skips where its binaries are missing or we are not root; fails instead when CI=true.
+    """
+    import slurmcluster
+
+    reason = slurmcluster.missing()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the Slurm tests: {reason}")
+    if reason:
+        pytest.skip(reason)
+    with pytest.MonkeyPatch.context() as patch:
+        cluster = slurmcluster.start(tmp_path_factory.mktemp("slurm"))
+        try:
+            for name, value in cluster.env.items():
+                patch.setenv(name, value)
+            yield cluster
+        finally:
+            cluster.stop()

@@ -190,21 +190,6 @@ def test_close_is_idempotent_and_leaves_nothing(no_leftovers):
     runner.close()
 
 
-def test_tcp_endpoint_with_token(no_leftovers):
-    """The cross-node path: TCP on an address (loopback here), port chosen by the server."""
-    with Server.start(ProcessRuntime(), tcp="127.0.0.1:0") as server:
-        assert server.channel.location.startswith("tcp:127.0.0.1:")
-        assert not server.channel.location.endswith(":0")
-        probe = server.create(probe_benchmark())
-        assert probe.echo((1, b"x")) == (1, b"x")
-        proxy = Proxy(uri_for(server.channel.location, CONTROL_OBJECT))
-        proxy._pyroSerializer = "json"
-        proxy._pyroHandshake = "wrong-token-" + "y" * 20
-        with pytest.raises(pyro_errors.CommunicationError, match="rejected"):
-            proxy.hello()
-        proxy._pyroRelease()
-
-
 def test_closing_an_environment_of_a_dead_server_is_quiet(no_leftovers):
     with RemoteRunner(SigmoidBenchmark().set_seed(0), runtime="process") as runner:
         env = runner.get_environment()

@@ -67,7 +67,7 @@ def test_scripted_agent_beats_the_sample_and_score_equals_the_metric(name, compe
     task = CompetitionTask(competition, workdir=tmp_path / "work", time_limit=120)
     with RemoteRunner(task, runtime="bwrap", image=packed_image, runs_dir=tmp_path / "runs") as runner:
         results = runner.run(ScriptedCompetitionAgent(runner.get_environment()), 1)
-        sample = runner.grader.grade((competition / "public" / "sample_submission.csv").read_bytes())
+        sample = runner.companions["grader"].grade((competition / "public" / "sample_submission.csv").read_bytes())
     report = results.extra["grade"]
     assert report["valid"] and sample["valid"]
     better = report["score"] > sample["score"] if report["higher_is_better"] else report["score"] < sample["score"]
@@ -99,14 +99,14 @@ def test_agent_code_cannot_see_private_answers_or_grader_paths(task_runner, comp
         f"{str(private.parent.parent)!r}, '/competition/competition.json']:\n"
         "    print(p, os.path.exists(p))\n"
         "print('competition', sorted(os.listdir('/competition')))\n"
-        "print('grader-endpoint', sorted(os.listdir('/run/dacstyle-grader')))\n"
+        "print('grader-endpoint', sorted(os.listdir('/run/dacstyle-companion/grader')))\n"
         "print('run', sorted(os.listdir('/run')))\n"
     )
     output = run_code(env, probe)["output"]
     assert "True" not in output, output
     assert "competition ['public']" in output
     assert "grader-endpoint ['agent.sock', 'token']" in output
-    assert "'dacstyle-grader'" in output
+    assert "'dacstyle-companion'" in output
 
 
 def test_shell_actions_run_inside_the_task_container(task_runner):
@@ -119,14 +119,14 @@ def test_shell_actions_run_inside_the_task_container(task_runner):
 
 def test_agent_side_has_no_way_to_grade(task_runner):
     runner, env = task_runner
-    agent_dir = runner._grader_server.server_dir.path / "agent"
+    agent_dir = runner._companion_servers["grader"].server_dir.path / "agent"
     agent = attach(agent_dir, "grader", AGENT_METHODS)
     assert not hasattr(agent, "grade")
     with pytest.raises(AttributeError, match="not served"):
         agent._remote.call("grade", "id,x\n")
     # the agent token does not open the host endpoint, where grade lives
-    host_socket = runner._grader_server.server_dir.path / "host" / "server.sock"
-    proxy = Proxy(uri_for(f"unix:{host_socket}", runner.grader._remote.object_id))
+    host_socket = runner._companion_servers["grader"].server_dir.path / "host" / "server.sock"
+    proxy = Proxy(uri_for(f"unix:{host_socket}", runner.companions["grader"]._remote.object_id))
     proxy._pyroSerializer = "json"
     proxy._pyroHandshake = (agent_dir / "token").read_text().strip()
     with pytest.raises(pyro_errors.CommunicationError, match="rejected"):
@@ -135,7 +135,7 @@ def test_agent_side_has_no_way_to_grade(task_runner):
     # and code run by the agent cannot call grade through the endpoint it can see
     code = (
         "from dacstyle.container.client.attach import attach\n"
-        "g = attach('/run/dacstyle-grader', 'grader', ['validate', 'grade'])\n"
+        "g = attach('/run/dacstyle-companion/grader', 'grader', ['validate', 'grade'])\n"
         "try:\n    g.grade('id\\n')\nexcept Exception as exc:\n    print('refused', type(exc).__name__, exc)\n"
     )
     assert "refused AttributeError" in run_code(env, code)["output"]
@@ -143,7 +143,7 @@ def test_agent_side_has_no_way_to_grade(task_runner):
 
 def test_validate_never_returns_a_score_and_bad_submissions_get_structured_errors(task_runner, competitions):
     runner, env = task_runner
-    agent = attach(runner._grader_server.server_dir.path / "agent", "grader", AGENT_METHODS)
+    agent = attach(runner._companion_servers["grader"].server_dir.path / "agent", "grader", AGENT_METHODS)
     sample = (competitions["spaceship-titanic-lite"] / "public" / "sample_submission.csv").read_bytes()
     good = agent.validate(sample)
     assert good == {"valid": True, "errors": []}
@@ -155,7 +155,7 @@ def test_validate_never_returns_a_score_and_bad_submissions_get_structured_error
         assert result["errors"] and all(set(e) == {"code", "message"} for e in result["errors"])
         assert "score" not in json.dumps(result).lower()
     assert agent.validate(sample) == {"valid": True, "errors": []}  # still serving
-    assert runner.grader.grade(sample)["valid"] is True
+    assert runner.companions["grader"].grade(sample)["valid"] is True
 
 
 def test_forks_sleeps_and_floods_stop_at_the_time_limit_with_nothing_left(task_runner):
@@ -224,7 +224,7 @@ def test_planted_submissions_are_invalid_and_no_link_is_followed(hostile, compet
                 "elif os.path.lexists(target):\n    os.unlink(target)\n"
                 f"{plant}\nprint(json.dumps({{'planted': os.path.lexists(target)}}))\n")
         assert last_json(run_code(env, code)) == {"planted": True}, name
-        report = runner._grade(tmp_path)  # what runner.run does after the episode
+        report = runner.companions["grader"].grade()  # what runner.run does after the episode (finish)
         assert report["valid"] is False and report["score"] is None and report["medal"] is None, (name, report)
         codes = {e["code"] for e in report["errors"]}
         assert codes == ({"too_large"} if name.startswith("sparse") else {"bad_path"}), (name, report)
@@ -235,7 +235,7 @@ def test_planted_submissions_are_invalid_and_no_link_is_followed(hostile, compet
     sample = (competitions["spaceship-titanic-lite"] / "public" / "sample_submission.csv").read_text()
     run_code(env, f"import os\nos.unlink('/submission/submission.csv')\nopen('/submission/submission.csv', 'w')"
                   f".write({sample!r})\n")
-    assert runner._grade(tmp_path)["valid"] is True
+    assert runner.companions["grader"].grade()["valid"] is True
 
 
 def test_agent_code_has_no_capability_device_or_route_to_the_host(hostile):

@@ -77,7 +77,7 @@ HOST = textwrap.dedent(
         while not os.path.exists(pids_file):  # a file in the workspace: no event to wait on
             assert time.monotonic() < deadline, "the action did not start"
             time.sleep(0.01)
-        servers = [runner.server, runner._grader_server]
+        servers = [runner.server, runner._companion_servers["grader"]]
     elif runtime == "llm":  # the LLM service against the OpenAI-compatible test double
         from dacstyle.llm import LLMService, free_port
         port, replies = free_port(), os.path.join(workdir, "replies.json")

@@ -10,6 +10,7 @@ and then through the codec, which rebuilds only allow-listed exception types.
 from __future__ import annotations
 
 import os
+import ssl
 import stat
 import threading
 from typing import Any, Callable
@@ -30,6 +31,7 @@ from dacstyle.errors import (
 )
 
 from ..protocol import exchange, harden_pyro5
+from ..tls import CLIENT_TLS, ClientTLS, install_client_hook
 
 __all__ = ["Channel", "uri_for", "read_token_file"]
 
@@ -75,8 +77,12 @@ class Channel:
         stderr_tail: Callable[[], str] | None = None,
         exceptions: tuple[type, ...] = (),
         token_file: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         harden_pyro5()  # a reply decodes to plain data, whatever the server sends
+        if tls is not None:
+            install_client_hook()
+        self.tls = tls  # a TCP endpoint across nodes: mutual TLS, the server's certificate pinned
         self.location = location
         self.call_timeout = call_timeout
         self._token = token
@@ -116,15 +122,21 @@ class Channel:
             proxy._pyroClaimOwnership()
             if proxy._pyroTimeout != wanted:  # setting it costs syscalls on a live connection
                 proxy._pyroTimeout = wanted
+            tls = CLIENT_TLS.set(self.tls) if self.tls is not None else None
             try:
                 return exchange(proxy, method, args)  # proxy.<method>(*args), minus the layers dacstyle does not use
             except pyro_errors.PyroError as exc:
                 raise self.translate(exc, method) from exc
+            finally:
+                if tls is not None:
+                    CLIENT_TLS.reset(tls)
 
     def translate(self, exc: pyro_errors.PyroError, what: str) -> DacstyleError:
         """The project's error for a Pyro5 error raised during ``what``."""
         if isinstance(exc, pyro_errors.TimeoutError):
             return CallTimeoutError(f"{what}() did not answer within its timeout ({exc})")
+        if isinstance(exc.__cause__, ssl.SSLError):
+            return AuthenticationError(f"{what}(): the TLS handshake with the server failed: {exc.__cause__}")
         if "unknown object" in str(exc):
             return ClosedError(f"{what}(): the object is closed (no longer on the server)")
         if isinstance(exc, pyro_errors.SecurityError) or "rejected" in str(exc):

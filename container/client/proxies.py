@@ -28,6 +28,7 @@ from dacstyle.errors import CallTimeoutError, ChannelError, ClosedError
 from dacstyle.sharedarrays import using
 
 from ..protocol import read_result, send_call
+from ..tls import CLIENT_TLS
 from .channel import Channel
 
 __all__ = ["RemoteHandle", "RemoteObject", "RemoteEnvironment", "make_remote_object", "env_spec"]
@@ -90,7 +91,12 @@ class RemoteHandle:
             wanted = self.channel.call_timeout if timeout is None else timeout
             if self._proxy._pyroTimeout != wanted:
                 self._proxy._pyroTimeout = wanted
-            return method, send_call(self._proxy, "call", encoded)
+            tls = CLIENT_TLS.set(self.channel.tls) if self.channel.tls is not None else None  # as Channel.invoke
+            try:
+                return method, send_call(self._proxy, "call", encoded)
+            finally:
+                if tls is not None:
+                    CLIENT_TLS.reset(tls)
         except BaseException as exc:
             self._lock.release()
             if isinstance(exc, pyro_errors.PyroError):

@@ -31,7 +31,7 @@ from dacstyle.config import config
 from dacstyle.errors import BenchmarkError, ClosedError
 from dacstyle.results import RunResults
 from dacstyle.runtimes import Bind, Runtime, get_runtime
-from dacstyle.runtimes.base import GRADER_DIR_INSIDE
+from dacstyle.runtimes.base import COMPANION_DIR_INSIDE
 
 from ..protocol import versions
 from .localcode import CODE_INSIDE, LocalModule, local_modules
@@ -60,6 +60,7 @@ class RemoteRunner:
         call_timeout: float | None = None,
         start_timeout: float | None = None,
         runs_dir: str | Path | None = None,
+        placement: Any = None,
     ) -> None:
         if not isinstance(benchmark, Benchmark):
             raise BenchmarkError(f"RemoteRunner needs a Benchmark, not {type(benchmark).__name__}")
@@ -72,11 +73,13 @@ class RemoteRunner:
         self.call_timeout = call_timeout if call_timeout is not None else config.call_timeout
         self.start_timeout = start_timeout if start_timeout is not None else config.start_timeout
         self.runs_dir = Path(runs_dir) if runs_dir is not None else Path(config.runs)
+        self.placement = placement if placement is not None else getattr(benchmark, "placement", None)
+        self._heartbeat = True  # a Slurm job ends itself once this host stops calling (not for `dacstyle submit`)
         self.image: Path | None = None
         self._image_record: dict[str, Any] | None = None
-        self.grader: RemoteObject | None = None
+        self.companions: dict[str, RemoteObject] = {}  # the companions' objects, host side (a grader)
         self._server: Server | None = None
-        self._grader_server: Server | None = None
+        self._companion_servers: dict[str, Server] = {}
         self._spec = benchmark
         self.local_code: list[LocalModule] = []
         self._server_binds: list[Bind] = []
@@ -88,8 +91,9 @@ class RemoteRunner:
     def start(self) -> "RemoteRunner":
         """Resolve the image, start the server(s) and complete the handshake (idempotent).
 
-        A benchmark with a ``grader`` gets it first, in its own container; the
-        main server then sees only the grader's agent endpoint.
+        Companions (``spec.companions``) start first, each in its own container; the
+        main server then sees only their agent endpoints. With a Slurm placement all
+        of them are one job (a heterogeneous one when there are companions).
         """
         if self._server is not None:
             return self
@@ -98,22 +102,70 @@ class RemoteRunner:
         if self.runtime.needs_image:
             self.image = self._resolve_image()
         binds, paths = self._binds(self.benchmark, self.binds)
+        specs = {name: Benchmark.from_json(json.dumps(spec)) for name, spec in self.benchmark.companions.items()}
         try:
-            if self.benchmark.grader is not None:
-                grader = Benchmark.from_json(json.dumps(self.benchmark.grader))
-                grader_binds, grader_paths = self._binds(grader, [])
-                self._grader_server = self._start_server(grader_binds, agent=True)
-                self.grader = self._grader_server.create(grader.resolved(grader_paths))  # type: ignore[assignment]
-                endpoint = Bind(str(self._grader_server.server_dir.path / "agent"), GRADER_DIR_INSIDE, readonly=False)
-                binds.append(endpoint)
-                paths["grader"] = self.runtime.path_inside(endpoint)
-            self._spec = self.benchmark.resolved(paths)
+            resolved = {}
+            for name, spec in specs.items():
+                companion_binds, companion_paths = self._binds(spec, [])
+                resolved[name] = (spec.resolved(companion_paths), companion_binds)
             self._server_binds = binds
-            self._server = self._start_server(binds)
+            self._spec = self.benchmark.resolved(paths)  # the companions' folders are known once they start
+            if self.placement is not None:
+                self._submit(resolved, binds)
+                for name in resolved:  # bound in by the job itself (see dacstyle.slurm.jobmain)
+                    folder = self._server.server_dir.path / "companion" / name  # type: ignore[union-attr]
+                    paths[f"companion:{name}"] = self.runtime.path_inside(Bind(str(folder), f"{COMPANION_DIR_INSIDE}/{name}"))
+            else:
+                for name, (spec, companion_binds) in resolved.items():
+                    server = self._companion_servers[name] = self._start_server(companion_binds, agent=True)
+                    self.companions[name] = server.create(spec)  # type: ignore[assignment]
+                    endpoint = Bind(str(server.server_dir.path / "agent"), f"{COMPANION_DIR_INSIDE}/{name}", readonly=False)
+                    binds.append(endpoint)
+                    paths[f"companion:{name}"] = self.runtime.path_inside(endpoint)
+                self._spec = self.benchmark.resolved(paths)
+                self._server = self._start_server(binds)
+            self._spec = self.benchmark.resolved(paths)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _submit(self, companions: dict[str, tuple[Benchmark, list[Bind]]], binds: list[Bind]) -> None:
+        """Start the companions and the main server as one Slurm job, then build the companions' objects."""
+        from dacstyle.slurm.job import ServerRequest, submit_servers
+
+        placements = getattr(self.benchmark, "companion_placements", {})
+        idle = config.heartbeat_timeout if self._heartbeat else 0
+        requests = [ServerRequest(placements.get(name, self.placement), self.runtime, self.image, companion_binds,
+                                  self._env(companion_binds), False, True, benchmark=spec, idle_timeout=idle)
+                    for name, (spec, companion_binds) in companions.items()]
+        links = [(index, f"{COMPANION_DIR_INSIDE}/{name}") for index, name in enumerate(companions)]
+        requests.append(ServerRequest(self.placement, self.runtime, self.image, binds, self._env(binds), self.gpu,
+                                      benchmark=self._spec, idle_timeout=idle, companions=links))
+        servers = submit_servers(self.benchmark.name, requests, self.start_timeout)
+        *companion_servers, self._server = servers
+        for (name, (spec, _)), server in zip(companions.items(), companion_servers):
+            self._companion_servers[name] = server
+            self.companions[name] = server.create(spec)  # type: ignore[assignment]
+
+    @classmethod
+    def attach(cls, address: str) -> "RemoteRunner":
+        """A runner on the server a Slurm job already runs (``"auto:JOBID"``, from ``dacstyle submit``).
+
+        Its proxies work as on a runner of your own; ``close()`` detaches and the job goes on.
+        """
+        from dacstyle.slurm.job import attach
+
+        kind, _, job_id = address.partition(":")
+        if kind != "auto" or not job_id.isdigit():
+            raise ValueError(f"attach wants 'auto:JOBID' (a Slurm job id), not {address!r}")
+        server, spec = attach(job_id)
+        if spec is None:
+            server.close()
+            raise BenchmarkError(f"job {job_id} does not say which benchmark it serves")
+        runner = cls(spec, runtime="process")
+        runner.runtime, runner._server, runner._spec = server.runtime, server, spec
+        return runner
 
     def _binds(self, spec: Benchmark, extra: list[Bind]) -> tuple[list[Bind], dict[str, str]]:
         """The spec's named binds, plus its entry point's module when that lives beside the user."""
@@ -134,6 +186,13 @@ class RemoteRunner:
         return {**self.env, "PYTHONPATH": os.pathsep.join([*folders, *filter(None, inherited)])}
 
     def _start_server(self, binds: list[Bind], agent: bool = False) -> Server:
+        if self.placement is not None:  # another server of a Slurm-placed runner (a vector env's): its own job
+            from dacstyle.slurm.job import ServerRequest, submit_servers
+
+            idle = config.heartbeat_timeout if self._heartbeat else 0
+            request = ServerRequest(self.placement, self.runtime, self.image, binds, self._env(binds), self.gpu, agent,
+                                    benchmark=self._spec, idle_timeout=idle)
+            return submit_servers(self.benchmark.name, [request], self.start_timeout)[0]
         server = Server.start(
             self.runtime,
             image=self.image,
@@ -153,6 +212,12 @@ class RemoteRunner:
         return image_for(self.benchmark, self.image_ref)
 
     @property
+    def job_id(self) -> str | None:
+        """The Slurm job id of the server (a string), or None for a server on this node."""
+        process = self.server.process
+        return getattr(process, "job_id", None)
+
+    @property
     def server(self) -> Server:
         """The running server (starts it on first use)."""
         self.start()
@@ -165,9 +230,8 @@ class RemoteRunner:
         vectors, self._vector_envs = self._vector_envs, []
         for vector in vectors:
             vector.close()
-        servers = [self._server, self._grader_server]
-        self._server = self._grader_server = None
-        self.grader = None
+        servers = [self._server, *self._companion_servers.values()]
+        self._server, self._companion_servers, self.companions = None, {}, {}
         for server in servers:
             if server is not None:
                 server.close()
@@ -310,22 +374,11 @@ class RemoteRunner:
             _write_json(folder / "manifest.json", manifest)
             self._copy_server_log(folder)
         extra = {}
-        if self.grader is not None:
-            extra["grade"] = self._grade(folder)
+        if self.benchmark.finish:
+            name, _, method = self.benchmark.finish.partition(".")
+            extra[method] = getattr(self.companions[name], method)()  # e.g. a grader grading what the agent left
+            _write_json(folder / f"{method}.json", codec.encode(extra[method]))
         return RunResults(self.benchmark.name, episodes, folder, extra, manifest)
-
-    def _grade(self, folder: Path) -> dict[str, Any]:
-        """Grade the task's submission after the episode: the host asks, the grader reads.
-
-        The grader opens ``submission.csv`` in its read-only submission bind (no link
-        followed, size capped); the host never opens a path the agent could have made.
-        """
-        assert self.grader is not None
-        if "submission" not in (self.benchmark.grader or {}).get("binds", {}):
-            raise BenchmarkError(f"{self.benchmark.name!r} has a grader but no 'submission' bind to grade")
-        report = self.grader.grade({"path": "submission.csv"})  # type: ignore[attr-defined]
-        _write_json(folder / "grade.json", codec.encode(report))
-        return report
 
     def _new_run_folder(self) -> Path:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -28,6 +28,7 @@ from dacstyle.runtimes import PIPE, Bind, Handle, LaunchSpec, LocalProcess, Runt
 from dacstyle.runtimes.serverdir import ServerDir
 
 from ..protocol import CONTROL_OBJECT, READY_PREFIX, check_versions
+from ..tls import ClientTLS, cert_fingerprint
 from .channel import Channel
 from .proxies import RemoteEnvironment, RemoteHandle, RemoteObject, make_remote_object
 
@@ -36,15 +37,22 @@ __all__ = ["Server", "server_argv", "server_network", "wait_ready"]
 SERVER_MODULE = "dacstyle.container.server"
 
 
-def server_argv(runtime: Runtime, spec: LaunchSpec, tcp: str | None = None) -> list[str]:
-    """The server's argv, with paths as the server sees them in ``runtime``: the same entry point everywhere."""
+def server_argv(runtime: Runtime, spec: LaunchSpec, tcp: str | None = None, idle_timeout: float = 0.0) -> list[str]:
+    """The server's argv, with paths as the server sees them in ``runtime``: the same entry point everywhere.
+
+    With ``tcp`` ("HOST:PORT") both endpoints listen on TCP with mutual TLS, from the
+    certificates in the server folder's ``host/`` part.
+    """
     inside = runtime.run_dir_inside(spec)
     argv = [runtime.python(spec), "-m", SERVER_MODULE, "--token-file", f"{inside}/token",
             "--max-message-size", str(config.max_message_size)]
-    argv += ["--tcp", tcp] if tcp else ["--socket", f"{inside}/server.sock"]
+    argv += ["--tcp", tcp, "--tls-dir", inside] if tcp else ["--socket", f"{inside}/server.sock"]
+    if idle_timeout:
+        argv += ["--idle-timeout", str(idle_timeout)]
     if spec.server_dir.has_agent:
         agent = runtime.agent_dir_inside(spec)
-        argv += ["--agent-socket", f"{agent}/agent.sock", "--agent-token-file", f"{agent}/token"]
+        where = ["--agent-tcp", tcp.rpartition(":")[0] + ":0"] if tcp else ["--agent-socket", f"{agent}/agent.sock"]
+        argv += [*where, "--agent-token-file", f"{agent}/token"]
     return argv
 
 
@@ -79,6 +87,23 @@ def wait_ready(handle: LocalProcess, timeout: float) -> dict[str, Any]:
         raise ServerStartError(f"server printed a malformed ready line {line[:200]!r}", handle.server_dir.log_tail()) from exc
 
 
+def _client_tls(folder: ServerDir) -> ClientTLS:
+    """The host's TLS for a TCP server: the folder's certificates (made now by a new RunCA when it has none).
+
+    The server's certificate and key are in ``host/`` (bound into the container);
+    the client's in ``client/``, which no container sees.
+    """
+    host, client = folder.path / "host", folder.path / "client"
+    if not (host / "server.pem").exists():
+        from .certs import RunCA
+
+        ca = RunCA()
+        ca.write_server(host)
+        client.mkdir(mode=0o700, exist_ok=True)
+        ca.write_client(client)
+    return ClientTLS.from_folder(client, cert_fingerprint(host / "server.pem"))
+
+
 class Server:
     """A running server: its handle (process and server folder) and control channel."""
 
@@ -88,6 +113,7 @@ class Server:
         self.server_dir = process.server_dir
         self.channel = channel
         self.hello = hello
+        self.ready: dict[str, Any] = {}  # the server's ready line: its endpoints' locations
         self._control_lock = threading.Lock()
         self._control = channel.proxy(CONTROL_OBJECT)
         self._handles: list[RemoteHandle] = []
@@ -104,21 +130,28 @@ class Server:
         gpu: bool = False,
         agent: bool = False,
         tcp: str | None = None,
+        idle_timeout: float = 0.0,
+        server_dir: ServerDir | None = None,
         start_timeout: float = 60.0,
         call_timeout: float = 60.0,
     ) -> "Server":
         """Start a server and complete the handshake; on failure nothing is left behind.
 
-        ``tcp`` ("HOST:PORT", port 0 for any) serves on TCP instead of the server
-        folder's Unix socket, for a host on another node; the token still applies.
+        ``tcp`` ("HOST:PORT", port 0 for any) serves on TCP with mutual TLS instead of
+        the server folder's Unix socket, for a host on another node; the token still
+        applies, and the run's certificates are made in the folder unless it has them
+        (a Slurm job's folder, made by its host). ``idle_timeout``: the server stops
+        when no call came for that long (the host's heartbeat calls).
         """
-        folder = ServerDir.create(agent=agent)
+        folder = server_dir or ServerDir.create(agent=agent)
         spec = LaunchSpec(server_dir=folder, image=image, binds=list(binds or []), env=dict(env or {}), gpu=gpu,
                           network=server_network(tcp))
         process: Handle | None = None
         try:
+            tls = _client_tls(folder) if tcp else None
             with open(folder.log_path, "ab") as log:
-                process = runtime.launch(spec, server_argv(runtime, spec, tcp), stdin=PIPE, stdout=PIPE, stderr=log)
+                process = runtime.launch(spec, server_argv(runtime, spec, tcp, idle_timeout),
+                                         stdin=PIPE, stdout=PIPE, stderr=log)
             assert isinstance(process, LocalProcess)
             ready = wait_ready(process, start_timeout)
             location = f"unix:{folder.path / 'host' / 'server.sock'}" if ready["host"].startswith("unix:") else ready["host"]
@@ -128,6 +161,7 @@ class Server:
                 call_timeout=call_timeout,
                 server_gone=lambda wait, p=process: p.wait(wait) is not None,
                 stderr_tail=folder.log_tail,
+                tls=tls,
             )
             control = channel.proxy(CONTROL_OBJECT)
             try:
@@ -148,6 +182,7 @@ class Server:
                 raise ServerStartError(f"the server did not complete the handshake: {exc}", tail) from exc
             raise
         server = cls(runtime, process, channel, hello)
+        server.ready = ready
         try:
             check_versions(hello)
         except ProtocolMismatchError:
@@ -183,7 +218,7 @@ class Server:
         for handle in self._handles:
             handle.drop()
         try:
-            if self.process.alive():
+            if self.process.owned and self.process.alive():
                 try:
                     self.control("shutdown", timeout=2.0)
                 except DacstyleError:

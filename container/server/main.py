@@ -1,9 +1,11 @@
 """The server entry point: ``python -m dacstyle.container.server``.
 
-It listens on a Unix socket (or TCP, for Slurm) with a per-run token read from a
-file, optionally on a second, agent-side endpoint with its own token, writes one
-ready line to stdout, and serves until ``shutdown()`` or until its stdin (the
-lifeline from the host) closes. Every runtime starts this same entry point.
+It listens on a Unix socket (or TCP with mutual TLS, for Slurm) with a per-run
+token read from a file, optionally on a second, agent-side endpoint with its own
+token, writes one ready line to stdout, and serves until ``shutdown()``, until its
+stdin (the lifeline from the host) closes, or (``--idle-timeout``) until no call
+has come for that long: a Slurm job whose host was killed ends itself. Every
+runtime starts this same entry point.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,7 +36,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     where.add_argument("--socket", help="Unix socket path to listen on (same node)")
     where.add_argument("--tcp", metavar="HOST:PORT", help="TCP address to listen on (port 0 picks one)")
     parser.add_argument("--token-file", required=True, help="file holding the host token (never pass a token in argv)")
-    parser.add_argument("--agent-socket", help="Unix socket for the agent-side endpoint (agent_methods only)")
+    parser.add_argument("--tls-dir", help="folder with ca.pem, server.pem and server.key: TCP endpoints demand "
+                        "mutual TLS with a client certificate of that CA")
+    parser.add_argument("--idle-timeout", type=float, default=0.0,
+                        help="stop when no call came for this many seconds (0: never; the host's heartbeat calls)")
+    agent = parser.add_mutually_exclusive_group()
+    agent.add_argument("--agent-socket", help="Unix socket for the agent-side endpoint (agent_methods only)")
+    agent.add_argument("--agent-tcp", metavar="HOST:PORT", help="TCP address of the agent-side endpoint")
     parser.add_argument("--agent-token-file", help="file holding the agent-side token")
     parser.add_argument("--max-message-size", type=int, default=256 * 1024 * 1024, help="largest accepted frame (bytes)")
     parser.add_argument("--no-lifeline", action="store_true", help="do not exit when stdin closes (manual use)")
@@ -78,6 +87,14 @@ def _watch_lifeline(stop: threading.Event) -> None:
     stop.set()
 
 
+def _watch_idle(daemons: list[Any], limit: float, stop: threading.Event) -> None:
+    """Set ``stop`` once no daemon has had a request for ``limit`` seconds."""
+    while not stop.wait(min(1.0, limit / 4)):
+        if time.monotonic() - max(d.last_request for d in daemons) > limit:
+            log.warning("no call for %.0f s: the host is gone; stopping", limit)
+            stop.set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and serve."""
     return serve(build_parser().parse_args(argv))
@@ -102,12 +119,21 @@ def serve(args: argparse.Namespace) -> int:
     pyro_config.THREADPOOL_SIZE = 64
 
     stop = threading.Event()
-    daemon = GuardedDaemon(_read_token(args.token_file), **_daemon_kwargs(args.socket, args.tcp))
+    tls = None
+    if args.tls_dir:
+        from ..tls import server_context
+
+        tls = server_context(args.tls_dir)
+    elif args.tcp or args.agent_tcp:
+        log.warning("serving TCP without TLS: only for a loopback test, never across nodes")
+    daemon = GuardedDaemon(_read_token(args.token_file), tls=tls if args.tcp else None,
+                           **_daemon_kwargs(args.socket, args.tcp))
     agent_daemon = None
-    if args.agent_socket:
+    if args.agent_socket or args.agent_tcp:
         if not args.agent_token_file:
-            raise SystemExit("--agent-socket needs --agent-token-file")
-        agent_daemon = GuardedDaemon(_read_token(args.agent_token_file), **_daemon_kwargs(args.agent_socket, None))
+            raise SystemExit("--agent-socket/--agent-tcp needs --agent-token-file")
+        agent_daemon = GuardedDaemon(_read_token(args.agent_token_file), tls=tls if args.agent_tcp else None,
+                                     **_daemon_kwargs(args.agent_socket, args.agent_tcp))
     control = Control(daemon, stop, agent_daemon)
     daemon.register(control, CONTROL_OBJECT)
 
@@ -116,6 +142,8 @@ def serve(args: argparse.Namespace) -> int:
         threading.Thread(target=d.requestLoop, name="pyro-loop", daemon=True).start()
     if not args.no_lifeline:
         threading.Thread(target=_watch_lifeline, args=(stop,), name="lifeline", daemon=True).start()
+    if args.idle_timeout > 0:
+        threading.Thread(target=_watch_idle, args=(daemons, args.idle_timeout, stop), name="idle", daemon=True).start()
 
     ready = {"pid": os.getpid(), "host": _location(daemon)}
     if agent_daemon is not None:
@@ -126,10 +154,10 @@ def serve(args: argparse.Namespace) -> int:
 
     stop.wait()
 
-    def wind_down() -> None:
-        control.close_all()
+    def wind_down() -> None:  # connections first: a client mid-call sees the server go, not its objects vanish
         for d in daemons:
             d.shutdown()
+        control.close_all()
 
     # a benchmark's close() or Pyro5's shutdown must not keep a server whose host is gone alive
     closer = threading.Thread(target=wind_down, name="wind-down", daemon=True)

@@ -62,9 +62,12 @@ class Benchmark:
     plain function; ``methods`` then defaults to ``["__call__"]``, config stays empty).
     ``binds`` names host folders the server needs (``{"data": "SRC:DST[:ro|rw]"}``);
     a config string ``"{bind:data}"`` becomes that folder's path as the server
-    sees it (DST in a container, SRC with the process runtime). ``grader`` is the
-    spec (as a dict) of a grader served in its own container; the runner starts
-    it first and ``"{grader}"`` names the folder holding its agent endpoint.
+    sees it (DST in a container, SRC with the process runtime). ``companions``
+    maps names to the specs (as dicts) of servers started first, each in its own
+    container; the runner binds each one's agent endpoint in, and
+    ``"{companion:NAME}"`` names that folder. ``finish`` (``"NAME.METHOD"``) is
+    called on a companion after each run; its result is the run's
+    ``extra[METHOD]`` (a competition's grade).
     ``exceptions`` names the benchmark's own exception classes (``"module:Class"``)
     that arrive on the host as their own type; any other non-builtin, non-dacstyle
     exception arrives as a ``RemoteError`` (the codec builds nothing it was not told to).
@@ -81,7 +84,8 @@ class Benchmark:
     agent_methods: list[str] | None = None
     image: str | None = None
     binds: dict[str, str] = field(default_factory=dict)
-    grader: dict[str, Any] | None = None
+    companions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finish: str | None = None
     factory: bool = True
     exceptions: list[str] = field(default_factory=list)
     attributes: list[str] | None = None
@@ -120,8 +124,14 @@ class Benchmark:
                 Bind.parse(text)
             except ValueError as exc:
                 raise BenchmarkError(f"bind {name!r}: {exc}") from exc
-        if self.grader is not None:
-            Benchmark.from_json(json.dumps(self.grader))
+        for name, companion in self.companions.items():
+            if not _servable(name):
+                raise BenchmarkError(f"companion name {name!r} must be an identifier")
+            Benchmark.from_json(json.dumps(companion))
+        if self.finish is not None:
+            companion, _, method = self.finish.partition(".")
+            if companion not in self.companions or method not in (self.companions[companion].get("methods") or ()):
+                raise BenchmarkError(f"finish {self.finish!r} must name a companion and one of its methods")
         try:
             json.dumps(self.config, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -156,7 +166,7 @@ class Benchmark:
         return kwargs
 
     def resolved(self, paths: dict[str, str]) -> "Benchmark":
-        """A copy whose config has ``{bind:NAME}`` / ``{grader}`` replaced by ``paths``."""
+        """A copy whose config has ``{bind:NAME}`` / ``{companion:NAME}`` replaced by ``paths``."""
 
         def substitute(value: Any) -> Any:
             if isinstance(value, str):

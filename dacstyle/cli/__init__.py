@@ -23,7 +23,7 @@ from ..errors import DacstyleError
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = ("core", "sif", "images", "containers", "competition", "runs")
+_COMMAND_MODULES = ("core", "sif", "images", "containers", "competition", "runs", "slurm", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,8 +8,6 @@ import os
 import sys
 from typing import Any
 
-import numpy as np
-
 from .args import at_least, json_object, json_value
 
 __all__ = ["register"]
@@ -65,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cfg.set_defaults(func=_config)
 
 
-def _benchmark(name: str, config: dict[str, Any]) -> Any:
+def named_benchmark(name: str, config: dict[str, Any]) -> Any:
     """The bundled benchmark ``name``, ``gym:ENV_ID`` or an environment entry point, with ``config``."""
     from dacstyle.benchmarks import BENCHMARKS, GymnasiumBenchmark
     from dacstyle.errors import BenchmarkError
@@ -84,40 +82,9 @@ def _benchmark(name: str, config: dict[str, Any]) -> Any:
 
 def _agent_factory(args: argparse.Namespace) -> Any:
     """A function ``env -> agent`` for what ``--agent`` names; checked before anything starts."""
-    from dacstyle.agents import RandomAgent, StaticAgent, as_agent
-    from dacstyle.benchmarks import load_entry_point
-    from dacstyle.errors import BenchmarkError
+    from dacstyle.agents.named import agent_factory
 
-    if args.action is not None and args.agent != "static":
-        raise ValueError("--action is for --agent static only")
-    if args.agent == "random":
-        return lambda env: RandomAgent(env, seed=args.seed)
-    if args.agent == "static":
-        return lambda env: StaticAgent(env, _lowest_action(env.action_space) if args.action is None else args.action)
-    if ":" not in args.agent:
-        raise BenchmarkError(f"unknown agent {args.agent!r}; use random, static or module:Class")
-    entry_point = load_entry_point(args.agent)
-
-    def build(env: Any) -> Any:
-        try:
-            return as_agent(entry_point(env))
-        except TypeError as exc:
-            raise BenchmarkError(f"--agent {args.agent}: cannot build an agent as {args.agent}(env): {exc}") from exc
-
-    return build
-
-
-def _lowest_action(space: Any) -> Any:
-    from gymnasium import spaces
-
-    if isinstance(space, spaces.Discrete):
-        return space.start
-    if isinstance(space, spaces.MultiDiscrete):
-        return np.array(space.start, dtype=space.dtype)
-    if isinstance(space, spaces.Box):
-        return np.where(np.isfinite(space.low), space.low, 0).astype(space.dtype)
-    space.seed(0)
-    return space.sample()
+    return agent_factory(args.agent, args.seed, args.action)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -127,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     if os.getcwd() not in sys.path:  # benchmarks and agents in the working folder import, as with 'python -m'
         sys.path.append(os.getcwd())
     make_agent = _agent_factory(args)
-    bench = _benchmark(args.benchmark, args.config).set_seed(args.seed)
+    bench = named_benchmark(args.benchmark, args.config).set_seed(args.seed)
     runner = RemoteRunner(bench, runtime=args.runtime, image=args.image, runs_dir=args.runs_dir)
     if args.image and not runner.runtime.needs_image:
         raise ContainerError(f"--image {args.image}: runtime {runner.runtime.name!r} runs the benchmark on the host "

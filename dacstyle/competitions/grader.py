@@ -100,8 +100,8 @@ class Grader:
         """The agent-side check; see :meth:`SubmissionValidator.validate`."""
         return self.validator.validate(submission)
 
-    def grade(self, submission: Any) -> dict[str, Any]:
-        """Score a submission.
+    def grade(self, submission: Any = None) -> dict[str, Any]:
+        """Score a submission (default: ``submission.csv`` in the submissions folder, as after a run).
 
         Returns ``{"score", "higher_is_better", "medal", "valid", "errors", "report"}``;
         ``score`` and ``medal`` are None when the submission is invalid. Raises
@@ -109,7 +109,7 @@ class Grader:
         answers are missing or broken (a host problem, not the submission's).
         """
         info = self.validator._schema.info
-        errors, parsed = self.validator.check(submission)
+        errors, parsed = self.validator.check({"path": "submission.csv"} if submission is None else submission)
         result: dict[str, Any] = {
             "score": None,
             "higher_is_better": info.higher_is_better,

@@ -1,4 +1,4 @@
-"""A progress bar over episodes: tqdm's auto flavour, a widget in Jupyter, off when nobody watches."""
+"""A progress bar over episodes (or runs): tqdm's auto flavour, a widget in Jupyter, off when nobody watches."""
 
 from __future__ import annotations
 
@@ -18,19 +18,19 @@ def interactive() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-def episode_bar(total: int, progress: bool | None, description: str) -> Any:
-    """A bar with ``update()`` and ``close()``; ``progress`` None means "when interactive"."""
+def episode_bar(total: int, progress: bool | None, description: str, unit: str = "episode") -> Any:
+    """A bar with ``update()`` and ``close()`` counting ``unit``s; ``progress`` None means "when interactive"."""
     enabled = interactive() if progress is None else bool(progress)
     if not enabled:
         return _NoBar()
     try:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=description, unit="episode", leave=False)
+        return tqdm(total=total, desc=description, unit=unit, leave=False)
     except ImportError:  # tqdm.notebook without ipywidgets: the text bar still works
         from tqdm import tqdm as text_tqdm
 
-        return text_tqdm(total=total, desc=description, unit="episode", leave=False, file=sys.stderr)
+        return text_tqdm(total=total, desc=description, unit=unit, leave=False, file=sys.stderr)
 
 
 class _NoBar:

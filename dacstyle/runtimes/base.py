@@ -26,7 +26,7 @@ PIPE = subprocess.PIPE
 
 SERVER_DIR_INSIDE = "/run/dacstyle"
 AGENT_DIR_INSIDE = "/run/dacstyle-agent"
-GRADER_DIR_INSIDE = "/run/dacstyle-grader"  # a grader's agent endpoint, seen from the task container
+COMPANION_DIR_INSIDE = "/run/dacstyle-companion"  # NAME/: a companion's agent endpoint, seen from the main server
 
 
 @dataclass(frozen=True)

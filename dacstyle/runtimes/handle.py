@@ -50,6 +50,7 @@ class Handle(abc.ABC):
     """A started payload, wherever it runs: query it, wait for it, stop it (which cleans its run)."""
 
     server_dir: ServerDir
+    owned: bool = True  # False: a payload someone else started (an attached Slurm job); stop() only lets go
 
     @property
     @abc.abstractmethod

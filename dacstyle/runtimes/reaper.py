@@ -127,6 +127,17 @@ def unmount(mountpoint: str) -> None:
             subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
+def _disconnected(path: str) -> bool:
+    """True for a FUSE mount whose daemon is gone (``ismount`` says False: its stat fails with ENOTCONN)."""
+    import errno
+
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
 def clean_server_dir(run: str | os.PathLike[str]) -> list[str]:
     """Unmount what the server folder's owner.json lists, then remove the folder; one line per action."""
     import json
@@ -139,7 +150,7 @@ def clean_server_dir(run: str | os.PathLike[str]) -> list[str]:
     except (OSError, ValueError):
         owner = {}
     for mount in owner.get("mounts", []):
-        if os.path.ismount(mount):
+        if os.path.ismount(mount) or _disconnected(mount):
             unmount(mount)
             done.append(f"unmounted {mount}")
     for cgroup in owner.get("cgroups", []):  # empty once the tree is dead; a task may take a moment to leave

@@ -89,6 +89,22 @@ class ServerDir:
             raise ContainerError(f"cannot write the server folder {path}: {exc.strerror}") from exc
         return folder
 
+    @classmethod
+    def open(cls, path: str | Path) -> "ServerDir":
+        """The existing server folder at ``path`` (a Slurm job's, made by its host), with its owner record.
+
+        ContainerError when it is not a folder of this user that only they can enter.
+        """
+        path = Path(path)
+        try:
+            info = os.lstat(path)
+            owner = json.loads((path / "owner.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ContainerError(f"{path} is not a dacstyle server folder: {exc}") from exc
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise ContainerError(f"{path} must be a folder of yours with mode 0700")
+        return cls(path, owner)
+
     def write_secret(self, name: str, value: str) -> Path:
         """Create ``name`` in the server folder, mode 0600 from the start, holding ``value``."""
         target = self.path / name
@@ -107,7 +123,8 @@ class ServerDir:
 
     @property
     def log_path(self) -> Path:
-        return self.path / "server.log"
+        """The server's stderr: ``server.log`` inside, or the job's log a Slurm job's folder names."""
+        return Path(self.owner["log"]) if self.owner.get("log") else self.path / "server.log"
 
     def record(self, **fields: Any) -> None:
         """Update owner.json atomically (what cleanup reads after a crash)."""

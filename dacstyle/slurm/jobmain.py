@@ -1,0 +1,141 @@
+"""What a Slurm job runs: ``python -m dacstyle.slurm.jobmain FOLDER`` (one per job component).
+
+It starts the server the way a host does on one node (``Server.start``: the
+same entry point, through the same runtime), but on TCP at this node's address,
+port 0, with the run's TLS certificates and an idle timeout (the host's
+heartbeat). Only after its own TLS handshake with the server succeeded does it
+publish ``{host, port, job_id, het_group, fingerprint}`` (tmp + rename, 0600).
+It then waits for the server to end (idle, shut down by the host) or for the job's
+time limit, minus ``stop_before_limit``; ``scancel`` (SIGTERM) stops the server
+through the handle's own SIGTERM handling. Every way, the server folder goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "node_address", "seconds_left"]
+
+
+def node_address() -> str:
+    """This node's address as other nodes reach it (its hostname resolved), for the server to bind."""
+    name = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    for candidate in (socket.gethostname(), name):
+        try:
+            return socket.gethostbyname(candidate)
+        except OSError:
+            continue
+    return "127.0.0.1"
+
+
+def seconds_left(job_id: str) -> float | None:
+    """Seconds until the job's time limit (``squeue -o %L``), or None when it has none or Slurm will not say."""
+    from .placement import parse_time
+
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%L"], capture_output=True, text=True, timeout=30)
+        return parse_time(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def _publish_file(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (tmp + rename), mode 0600 from the start."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
+
+
+def _log(message: str) -> None:
+    print(f"dacstyle job: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the request in FOLDER until the host lets go, the job is cancelled, or its time runs out."""
+    from ..config import config
+    from ..container.client.server import Server
+    from ..container.tls import cert_fingerprint
+    from ..runtimes import Bind, get_runtime
+    from ..runtimes.serverdir import ServerDir
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m dacstyle.slurm.jobmain FOLDER", file=sys.stderr)
+        return 2
+    folder = Path(args[0])
+    request = json.loads((folder / "request.json").read_text())
+    for name, value in request["config"].items():  # the host's settings, not whatever this node's environment says
+        setattr(config, name, value)
+    server_dir = ServerDir.open(folder)
+    job_id = os.environ.get("SLURM_HET_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
+    own_id = os.environ.get("SLURM_JOB_ID", job_id)
+    binds = [Bind(src, dst, readonly) for src, dst, readonly in request["binds"]]
+    for companion, inside in request.get("companions", []):
+        binds.append(_companion_bind(Path(companion), inside, server_dir, config.start_timeout))
+    host = node_address()
+    _log(f"starting the server on {host} (node {socket.gethostname()})")
+    server = Server.start(get_runtime(request["runtime"]), image=Path(request["image"]) if request["image"] else None,
+                          binds=binds, env=request["env"], gpu=request["gpu"], agent=request["agent"],
+                          tcp=f"{host}:0", idle_timeout=request["idle_timeout"], server_dir=server_dir,
+                          start_timeout=config.start_timeout, call_timeout=config.call_timeout)
+    signal.signal(signal.SIGUSR1, lambda *_: None)  # a site's warning signal must not kill the server uncleanly
+    _publish_file(folder / "address.json", {"host": server.channel.location, "agent": server.ready.get("agent"), "job_id": job_id,
+                      "het_group": request.get("het_group", 0), "node": socket.gethostname(),
+                      "fingerprint": cert_fingerprint(folder / "host" / "server.pem")})
+    _log(f"serving at {server.channel.location} (job {job_id}, component {request.get('het_group', 0)})")
+    left = seconds_left(own_id)
+    stop_at = None if left is None else time.monotonic() + left - config.stop_before_limit
+    code = 0
+    while server.process.wait(1.0) is None:
+        if stop_at is not None and time.monotonic() >= stop_at:
+            _log(f"stopping {config.stop_before_limit:.0f} s before the job's Slurm time limit")
+            break
+    else:
+        code = server.process.wait(0) or 0
+        _log(f"the server ended (exit {code})")
+    server.close()
+    return 0 if code in (0, -signal.SIGTERM) else code
+
+
+def _companion_bind(companion: Path, inside: str, server_dir: Any, timeout: float) -> Any:
+    """The folder this component binds in to reach a companion's agent endpoint across nodes.
+
+    Once the companion has published, it holds what ``attach`` needs: ``endpoint.json``
+    (the agent endpoint's address and the pinned certificate), the agent token, and
+    this component's own client certificate (the job has one CA for all components).
+    Made in ``companion/NAME`` of this server folder, bound where a local runner binds
+    the companion's Unix socket.
+    """
+    import shutil
+
+    from ..runtimes import Bind
+    from .job import published
+
+    deadline = time.monotonic() + timeout
+    while (address := published(companion)) is None:
+        if time.monotonic() > deadline or not companion.exists():
+            raise SystemExit(f"dacstyle job: the companion in {companion} did not publish within {timeout:.0f} s")
+        time.sleep(0.1)
+    folder = server_dir.path / "companion" / os.path.basename(inside)
+    folder.mkdir(mode=0o700, parents=True)
+    for name in ("ca.pem", "client.pem", "client.key"):
+        shutil.copyfile(server_dir.path / "client" / name, folder / name)
+    shutil.copyfile(companion / "agent" / "token", folder / "token")
+    for path in folder.iterdir():
+        path.chmod(0o600)
+    _publish_file(folder / "endpoint.json", {"location": address["agent"], "fingerprint": address["fingerprint"]})
+    return Bind(str(folder), inside)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
