@@ -286,3 +286,21 @@ def test_merged_infos_equal_gymnasiums_one_env_at_a_time(infos, one_pass):
     assert (merged is not None) == one_pass
     if merged is not None:
         assert_identical(merged, expected, ordered=True)
+
+
+def test_a_vector_env_steps_a_server_across_nodes_over_tls(no_leftovers):
+    """Sub-envs on a TCP endpoint (mutual TLS): the calls sent first and read after connect with the run's certificate."""
+    from dacstyle.container.client import Server
+    from dacstyle.runtimes.process import ProcessRuntime
+
+    bench = SigmoidBenchmark().set_seed(0)
+    with Server.start(ProcessRuntime(), tcp="127.0.0.1:0", call_timeout=10) as server:
+        assert server.channel.tls is not None
+        vec = RemoteVectorEnv.create([server.channel], bench, 3)
+        reference = gym.vector.SyncVectorEnv([bench.get_environment] * 3)
+        assert_identical(vec.reset(seed=5), reference.reset(seed=5))
+        actions = np.array([[1, 2], [3, 4], [0, 9]])
+        for _ in range(12):
+            assert_identical(vec.step(actions), reference.step(actions))
+        vec.close()
+        reference.close()
