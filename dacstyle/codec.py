@@ -28,7 +28,7 @@ to rebuild them, or raises an error naming the install command.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import builtins
 import math
 import json
@@ -48,22 +48,48 @@ _TAGS = frozenset({"__nd__", "__shm__", "__np__", "__tuple__", "__bytes__", "__m
                    "__cs__", "__config__"})
 
 
+_PLAIN = frozenset({type(None), bool, int, float, str})
+"""Exact types that are their own JSON form (subclasses such as IntEnum travel as their base)."""
+
+
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    return binascii.a2b_base64(text, strict_mode=True)  # what base64.b64decode(validate=True) runs
+
+
+_DESCRS: dict[np.dtype, str] = {}
+_DTYPES: dict[str, np.dtype] = {}
+"""Plain dtypes and their descr, both ways: computing one takes microseconds, a step needs several."""
 
 
 def _dtype_descr(dtype: np.dtype) -> Any:
-    return np.lib.format.dtype_to_descr(dtype)
+    descr = _DESCRS.get(dtype)
+    if descr is None:
+        descr = np.lib.format.dtype_to_descr(dtype)
+        if isinstance(descr, str) and dtype.metadata is None:
+            _remember(_DESCRS, dtype, descr)
+    return descr
 
 
 def _dtype_from(descr: Any) -> np.dtype:
+    if type(descr) is str:
+        dtype = _DTYPES.get(descr)
+        if dtype is None:
+            dtype = np.lib.format.descr_to_dtype(descr)
+            _remember(_DTYPES, descr, dtype)
+        return dtype
     if isinstance(descr, list):  # structured dtype: JSON turned its tuples into lists
         descr = [tuple(_dtype_from_field(f)) for f in descr]
     return np.lib.format.descr_to_dtype(descr)
+
+
+def _remember(cache: dict, key: Any, value: Any) -> None:
+    if len(cache) >= 64:  # descrs come from the peer: bounded
+        cache.clear()
+    cache[key] = value
 
 
 def _dtype_from_field(field: list) -> list:
@@ -76,29 +102,72 @@ def _dtype_from_field(field: list) -> list:
 # -- encoding -------------------------------------------------------------------------
 def encode(value: Any) -> Any:
     """Turn ``value`` into a JSON tree; raises TypeError for what cannot travel."""
-    if value is None or type(value) in (bool, int, float, str):
+    kind = type(value)
+    if kind in _PLAIN:
         return value
+    exact = _ENCODERS.get(kind)  # the common shapes, by exact type: one dict lookup
+    return exact(value) if exact is not None else _encode_other(value)
+
+
+def _encode_items(values: Iterable[Any]) -> list[Any]:
+    return [v if type(v) in _PLAIN else encode(v) for v in values]
+
+
+def _encode_dict(value: dict) -> dict[str, Any]:
+    out = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            return _encode_map(value)
+        out[key] = item if type(item) in _PLAIN else encode(item)
+    if len(out) == 1 and key in _TAGS:
+        return _encode_map(value)
+    return out
+
+
+def _encode_map(value: dict) -> dict[str, Any]:
+    return {"__map__": [[encode(k), encode(v)] for k, v in value.items()]}
+
+
+def _encode_array(value: np.ndarray) -> dict[str, Any]:
+    if value.dtype.hasobject:
+        raise TypeError("numpy arrays of dtype object cannot be sent; convert them to lists")
+    if THRESHOLD <= value.nbytes and (area := current_area()) is not None and value.nbytes <= area.max_bytes:
+        if (name := area.put(value)) is not None:
+            return {"__shm__": [name, _dtype_descr(value.dtype), list(value.shape), value.nbytes]}
+    return {"__nd__": [_dtype_descr(value.dtype), list(value.shape), _b64(value.tobytes())]}  # C order
+
+
+def _encode_scalar(value: np.generic) -> dict[str, Any]:
+    if isinstance(value, np.object_):
+        raise TypeError("numpy object scalars cannot be sent")
+    return {"__np__": [_dtype_descr(value.dtype), _b64(value.tobytes())]}
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    list: _encode_items,
+    dict: _encode_dict,
+    tuple: lambda value: {"__tuple__": _encode_items(value)},
+    np.ndarray: _encode_array,
+}
+"""Encoders by exact type; numpy scalar types join on first use. Subclasses take :func:`_encode_other`."""
+
+
+def _encode_other(value: Any) -> Any:
+    """Everything but the exact common types: subclasses, bytes, spaces, exceptions, ConfigSpace values."""
     if isinstance(value, np.ndarray):
-        if value.dtype.hasobject:
-            raise TypeError("numpy arrays of dtype object cannot be sent; convert them to lists")
-        if THRESHOLD <= value.nbytes and (area := current_area()) is not None and value.nbytes <= area.max_bytes:
-            if (name := area.put(value)) is not None:
-                return {"__shm__": [name, _dtype_descr(value.dtype), list(value.shape), value.nbytes]}
-        return {"__nd__": [_dtype_descr(value.dtype), list(value.shape), _b64(value.tobytes())]}  # C order
+        return _encode_array(value)
     if isinstance(value, np.generic):
-        if isinstance(value, np.object_):
-            raise TypeError("numpy object scalars cannot be sent")
-        return {"__np__": [_dtype_descr(value.dtype), _b64(value.tobytes())]}
+        if not isinstance(value, np.object_):
+            _ENCODERS[type(value)] = _encode_scalar
+        return _encode_scalar(value)
     if isinstance(value, dict):
-        if all(type(k) is str for k in value) and not (len(value) == 1 and next(iter(value)) in _TAGS):
-            return {k: encode(v) for k, v in value.items()}
-        return {"__map__": [[encode(k), encode(v)] for k, v in value.items()]}
+        return _encode_dict(value)
     if isinstance(value, list):
-        return [encode(v) for v in value]
+        return _encode_items(value)
     if isinstance(value, spaces.GraphInstance):
         return {"__graph__": [encode(value.nodes), encode(value.edges), encode(value.edge_links)]}
     if isinstance(value, tuple):
-        return {"__tuple__": [encode(v) for v in value]}
+        return {"__tuple__": _encode_items(value)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"__bytes__": _b64(bytes(value))}
     for base in (int, float, str):  # subclasses such as IntEnum travel as their base
@@ -183,13 +252,20 @@ def encode_exception(exc: BaseException) -> dict[str, Any]:
 # -- decoding -------------------------------------------------------------------------
 def decode(tree: Any) -> Any:
     """Rebuild the value :func:`encode` turned into ``tree``."""
-    if isinstance(tree, dict):
+    kind = type(tree)
+    if kind is list:
+        return [v if type(v) in _PLAIN else decode(v) for v in tree]
+    if kind is dict:
         if len(tree) == 1:
-            tag, body = next(iter(tree.items()))
-            handler = _DECODERS.get(tag)
-            if handler is not None:
-                return handler(body)
-        return {k: decode(v) for k, v in tree.items()}
+            for tag, body in tree.items():
+                handler = _DECODERS.get(tag)
+                if handler is not None:
+                    return handler(body)
+        return {k: v if type(v) in _PLAIN else decode(v) for k, v in tree.items()}
+    if kind in _PLAIN:
+        return tree
+    if isinstance(tree, dict):  # not from JSON: a subclass, decoded as a dict
+        return decode(dict(tree))
     if isinstance(tree, list):
         return [decode(v) for v in tree]
     return tree
@@ -197,8 +273,10 @@ def decode(tree: Any) -> Any:
 
 def _decode_nd(body: list) -> np.ndarray:
     descr, shape, data = body
-    dtype = _dtype_from(descr)
-    return np.frombuffer(_unb64(data), dtype=dtype).reshape(tuple(shape)).copy()
+    array = np.frombuffer(bytearray(_unb64(data)), dtype=_dtype_from(descr))  # writable, one numpy call
+    if len(shape) != 1 or shape[0] != len(array):  # a 1-d array needs no reshape; a wrong shape is refused there
+        array = array.reshape(tuple(shape))
+    return array
 
 
 def _decode_shm(body: list) -> np.ndarray:
@@ -342,7 +420,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "__nd__": _decode_nd,
     "__shm__": _decode_shm,
     "__np__": _decode_np,
-    "__tuple__": lambda body: tuple(decode(v) for v in body),
+    "__tuple__": lambda body: tuple([v if type(v) in _PLAIN else decode(v) for v in body]),
     "__bytes__": _unb64,
     "__map__": lambda body: {_hashable(decode(k)): decode(v) for k, v in body},
     "__space__": _decode_space,

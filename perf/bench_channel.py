@@ -5,9 +5,10 @@ raw JSON echo over the same kind of Unix socket (a bare server process, no
 Pyro5, no codec); start to first ``reset``; cold start in a SIF under bwrap; a
 1 MiB float32 observation round trip. Targets (issues 2 and 3): remote step p50
 <= 3x the raw echo; process start to first reset < 1 s; bwrap cold start < 1 s;
-bwrap step within 10% of the process runtime.
+bwrap step within 10% of the process runtime. The step rows are measured in rounds,
+every row once per round, and each shows the median of its rounds.
 
-    python perf/bench_channel.py [--steps 3000] [--starts 5] [--image IMAGE.sif]
+    python perf/bench_channel.py [--steps 15000] [--rounds 5] [--starts 5] [--image IMAGE.sif]
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def median_us(samples: list[float]) -> float:
 
 
 def time_steps(env, steps: int) -> list[float]:
+    """Seconds per ``env.step`` (fixed action), ``steps`` of them; episodes reset in between, untimed."""
     env.reset(seed=0)
     action = np.array([2, 5])
     samples = []
@@ -112,8 +114,9 @@ def timed(call: Callable[[], object], steps: int) -> list[float]:
     return samples
 
 
-def raw_echo(steps: int, payload: dict) -> list[float]:
-    """The payload as one length-prefixed JSON frame each way, no Pyro5."""
+@contextlib.contextmanager
+def raw_echo(payload: dict) -> Iterator[Callable[[], None]]:
+    """A call that sends the payload as one length-prefixed JSON frame each way, no Pyro5."""
     message = json.dumps(payload).encode()
     frame = struct.pack("!I", len(message)) + message
     with echo_server(ECHO_SERVER) as path, socket.socket(socket.AF_UNIX) as conn:
@@ -124,18 +127,19 @@ def raw_echo(steps: int, payload: dict) -> list[float]:
             size, = struct.unpack("!I", conn.recv(4, socket.MSG_WAITALL))
             json.loads(conn.recv(size, socket.MSG_WAITALL))
 
-        return timed(call, steps)
+        yield call
 
 
-def pyro_echo(steps: int, payload: dict) -> list[float]:
-    """The same payload through a bare Pyro5 JSON daemon: no token, codec or guard."""
+@contextlib.contextmanager
+def pyro_echo(payload: dict) -> Iterator[Callable[[], None]]:
+    """A call that sends the same payload through a bare Pyro5 JSON daemon: no token, codec or guard."""
     from Pyro5.api import Proxy
 
     with echo_server(PYRO_SERVER) as path:
         proxy = Proxy(f"PYRO:echo@./u:{path}")
         proxy._pyroSerializer = "json"
         try:
-            return timed(lambda: proxy.echo(payload), steps)
+            yield lambda: proxy.echo(payload)
         finally:
             proxy._pyroRelease()
 
@@ -160,7 +164,8 @@ def big_round_trip(runtime: str, image, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000, help="steps per step measurement (default 3000)")
+    parser.add_argument("--steps", type=int, default=15000, help="steps per step row, over all rounds (default 15000)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; each step row shows the median (default 5)")
     parser.add_argument("--starts", type=int, default=5, help="runner starts per start measurement (default 5)")
     parser.add_argument("--image", help="SIF for the bwrap rows (default: the packed environment image)")
     args = parser.parse_args()
@@ -175,14 +180,23 @@ def main() -> None:
         image = Path(args.image) if args.image else default_image(progress=False)
 
     bench = SigmoidBenchmark().set_seed(0)
-    local = median_us(time_steps(bench.get_environment(), args.steps))
-    with RemoteRunner(bench, runtime="process") as runner:
-        env = runner.get_environment()
+    local_env = bench.get_environment()
+    with contextlib.ExitStack() as stack:
+        env = stack.enter_context(RemoteRunner(bench, runtime="process")).get_environment()
         obs, *_ = env.reset(seed=0)
         reply_like = {"ok": {"__tuple__": [obs.tolist(), 0.5, False, False, {"instance_id": 0, "step": 1}]}}
-        process_step = median_us(time_steps(env, args.steps))
-    echo = median_us(raw_echo(args.steps, reply_like))
-    pyro = median_us(pyro_echo(args.steps, reply_like))
+        echo, pyro = stack.enter_context(raw_echo(reply_like)), stack.enter_context(pyro_echo(reply_like))
+        rows_of: dict[str, Callable[[int], list[float]]] = {
+            "local": lambda n: time_steps(local_env, n), "echo": lambda n: timed(echo, n),
+            "pyro": lambda n: timed(pyro, n), "process": lambda n: time_steps(env, n)}
+        if image is not None:
+            bwrap_env = stack.enter_context(RemoteRunner(bench, runtime="bwrap", image=image)).get_environment()
+            rows_of["bwrap"] = lambda n: time_steps(bwrap_env, n)
+        samples: dict[str, list[float]] = {}
+        for _ in range(args.rounds):  # every row once per round: a busy moment hits all rows alike
+            for name, measure in rows_of.items():
+                samples.setdefault(name, []).append(statistics.median(measure(args.steps // args.rounds)))
+    local, echo, pyro, process_step = (statistics.median(samples[k]) * 1e6 for k in ("local", "echo", "pyro", "process"))
     rows = [
         ("local env.step", f"{local:.1f} us", ""),
         ("raw JSON echo, Unix socket", f"{echo:.1f} us", "1.00x echo"),
@@ -190,8 +204,7 @@ def main() -> None:
         ("remote env.step (process)", f"{process_step:.1f} us", f"{process_step / echo:.2f}x echo (target <= 3x)"),
     ]
     if image is not None:
-        with RemoteRunner(bench, runtime="bwrap", image=image) as runner:
-            bwrap_step = median_us(time_steps(runner.get_environment(), args.steps))
+        bwrap_step = statistics.median(samples["bwrap"]) * 1e6
         rows.append(("remote env.step (bwrap)", f"{bwrap_step:.1f} us",
                      f"{bwrap_step / process_step:.2f}x process (target <= 1.10x)"))
     process_start = statistics.median(start_to_reset("process", None, args.starts))

@@ -15,6 +15,7 @@ from gymnasium import spaces
 from dacstyle import RemoteRunner
 from dacstyle.benchmarks import Benchmark, GymnasiumBenchmark, SigmoidBenchmark
 from dacstyle.container.client import channel as channel_module
+from dacstyle.container.client import proxies as proxies_module
 from dacstyle.container.client.vector import RemoteVectorEnv
 from dacstyle.errors import BenchmarkError, CallTimeoutError, ClosedError
 
@@ -163,16 +164,21 @@ def test_call_get_attr_and_set_attr_are_served_for_listed_names(no_leftovers):
 
 def test_one_round_trip_per_server_per_step(monkeypatch, no_leftovers):
     calls = []
-    invoke = channel_module.Channel.invoke
+    invoke, send = channel_module.Channel.invoke, proxies_module.RemoteHandle.send
 
     def counting(self, proxy, lock, method, args, timeout):
         calls.append(args[0] if method == "call" else method)
         return invoke(self, proxy, lock, method, args, timeout)
 
+    def counting_send(self, method, *args, **kwargs):  # a call sent now, its reply read later
+        calls.append(method)
+        return send(self, method, *args, **kwargs)
+
     with RemoteRunner(SigmoidBenchmark().set_seed(0), runtime="process") as runner:
         vec = runner.make_vector_env(16, num_servers=2)
         vec.reset(seed=0)
         monkeypatch.setattr(channel_module.Channel, "invoke", counting)
+        monkeypatch.setattr(proxies_module.RemoteHandle, "send", counting_send)
         for _ in range(3):
             vec.step(vec.action_space.sample())
         monkeypatch.undo()
@@ -254,3 +260,47 @@ def test_after_one_server_times_out_no_server_steps_again(no_leftovers):
             vec.step(np.array([0, 0]))  # refused before any server is asked
         assert vec._parts[0].handle.call("call", "count", [], {}) == [1]  # the first server stepped only once
         vec.close()
+
+
+@pytest.mark.parametrize("infos, one_pass", [
+    ([{"a": 1, "b": 0.5, "c": True}] * 4, True),
+    ([{"a": np.float32(i), "b": np.int16(i)} for i in range(4)], True),
+    ([{}] * 4, True),
+    ([{"a": 1}, {"a": 2.5}, {"a": 3}, {"a": 4}], False),  # mixed types: gymnasium casts to the first env's type
+    ([{"a": 1, "b": 2}, {"b": 2, "a": 1}, {"a": 1, "b": 2}, {"a": 1, "b": 2}], False),
+    ([{"a": 1}, {}, {"a": 1}, {"a": 1, "z": "text"}], False),
+    ([{"a": {"nested": 1}}] * 4, False),
+    ([{"a": np.zeros(2)}] * 4, False),
+    ([{"_a": 1, "a": 2}] * 4, False),  # a name that is another's mask
+])
+def test_merged_infos_equal_gymnasiums_one_env_at_a_time(infos, one_pass):
+    """The host's one-pass merge of flat numbers builds what SyncVectorEnv's _add_info builds, or declines."""
+    from dacstyle.container.client.vector import _merge_flat_numbers
+
+    reference = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * len(infos))
+    expected: dict = {}
+    for index, info in enumerate(infos):
+        expected = reference._add_info(expected, info, index)
+    reference.close()
+    merged = _merge_flat_numbers(list(enumerate(infos)), len(infos))
+    assert (merged is not None) == one_pass
+    if merged is not None:
+        assert_identical(merged, expected, ordered=True)
+
+
+def test_a_vector_env_steps_a_server_across_nodes_over_tls(no_leftovers):
+    """Sub-envs on a TCP endpoint (mutual TLS): the calls sent first and read after connect with the run's certificate."""
+    from dacstyle.container.client import Server
+    from dacstyle.runtimes.process import ProcessRuntime
+
+    bench = SigmoidBenchmark().set_seed(0)
+    with Server.start(ProcessRuntime(), tcp="127.0.0.1:0", call_timeout=10) as server:
+        assert server.channel.tls is not None
+        vec = RemoteVectorEnv.create([server.channel], bench, 3)
+        reference = gym.vector.SyncVectorEnv([bench.get_environment] * 3)
+        assert_identical(vec.reset(seed=5), reference.reset(seed=5))
+        actions = np.array([[1, 2], [3, 4], [0, 9]])
+        for _ in range(12):
+            assert_identical(vec.step(actions), reference.step(actions))
+        vec.close()
+        reference.close()

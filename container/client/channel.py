@@ -30,7 +30,7 @@ from dacstyle.errors import (
     ServerDiedError,
 )
 
-from ..protocol import harden_pyro5
+from ..protocol import exchange, harden_pyro5
 from ..tls import CLIENT_TLS, ClientTLS, install_client_hook
 
 __all__ = ["Channel", "uri_for", "read_token_file"]
@@ -124,7 +124,7 @@ class Channel:
                 proxy._pyroTimeout = wanted
             tls = CLIENT_TLS.set(self.tls) if self.tls is not None else None
             try:
-                return getattr(proxy, method)(*args)
+                return exchange(proxy, method, args)  # proxy.<method>(*args), minus the layers dacstyle does not use
             except pyro_errors.PyroError as exc:
                 raise self.translate(exc, method) from exc
             finally:

@@ -21,10 +21,14 @@ from typing import Any, Callable, SupportsFloat
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
 
+from Pyro5 import errors as pyro_errors
+
 from dacstyle import codec
 from dacstyle.errors import CallTimeoutError, ChannelError, ClosedError
 from dacstyle.sharedarrays import using
 
+from ..protocol import read_result, send_call
+from ..tls import CLIENT_TLS
 from .channel import Channel
 
 __all__ = ["RemoteHandle", "RemoteObject", "RemoteEnvironment", "make_remote_object", "env_spec"]
@@ -46,9 +50,10 @@ class RemoteHandle:
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``method`` remotely and return its decoded result (or raise its error)."""
-        self._check_usable(method)  # before large arguments are written to the shared area
+        if self.closed or self.timed_out is not None:
+            self._check_usable(method)  # before large arguments are written to the shared area
         with using(self.channel.arrays):
-            encoded = (method, codec.encode(list(args)), codec.encode(kwargs))
+            encoded = (method, codec.encode(list(args)), codec.encode(kwargs) if kwargs else {})
         return self.invoke("call", method, encoded)
 
     def get(self, name: str) -> Any:
@@ -57,15 +62,67 @@ class RemoteHandle:
 
     def invoke(self, exposed: str, method: str, args: tuple) -> Any:
         """Call the hosted object's ``exposed`` method with ``args`` (``method`` picks the timeout)."""
-        self._check_usable(method)
-        timeout = self._timeouts.get(method, self._timeouts.get(None))
+        if self.closed or self.timed_out is not None:
+            self._check_usable(method)
         try:
-            reply = self.channel.invoke(self._proxy, self._lock, exposed, args, timeout)
+            reply = self.channel.invoke(self._proxy, self._lock, exposed, args, self._timeout(method))
         except CallTimeoutError:
             if self.fail_after_timeout:
                 self.timed_out = f"{method}()"
             raise
         return self.channel.unwrap(reply)
+
+    def send(self, method: str, *args: Any, **kwargs: Any) -> tuple[str, int]:
+        """Send a call of ``method`` without waiting for it; :meth:`receive` with the ticket returned must follow.
+
+        Calls on several servers sent first and received after run at once, with no thread
+        (the vector env's one round trip per server). The handle is busy until the receive.
+        Everything else matches :meth:`call` through ``Channel.invoke``: the timeouts, the
+        frames and their checks, the errors.
+        """
+        if self.closed or self.timed_out is not None:
+            self._check_usable(method)
+        with using(self.channel.arrays):
+            encoded = (method, codec.encode(list(args)), codec.encode(kwargs) if kwargs else {})
+        self._lock.acquire()
+        try:
+            self._proxy._pyroClaimOwnership()
+            timeout = self._timeout(method)
+            wanted = self.channel.call_timeout if timeout is None else timeout
+            if self._proxy._pyroTimeout != wanted:
+                self._proxy._pyroTimeout = wanted
+            tls = CLIENT_TLS.set(self.channel.tls) if self.channel.tls is not None else None  # as Channel.invoke
+            try:
+                return method, send_call(self._proxy, "call", encoded)
+            finally:
+                if tls is not None:
+                    CLIENT_TLS.reset(tls)
+        except BaseException as exc:
+            self._lock.release()
+            if isinstance(exc, pyro_errors.PyroError):
+                raise self._failed(exc, method) from exc
+            raise
+
+    def receive(self, ticket: tuple[str, int]) -> Any:
+        """The decoded result of the call :meth:`send` returned ``ticket`` for (or its error)."""
+        method, seq = ticket
+        try:
+            reply = read_result(self._proxy, seq)
+        except pyro_errors.PyroError as exc:
+            raise self._failed(exc, method) from exc
+        finally:
+            self._lock.release()
+        return self.channel.unwrap(reply)
+
+    def _timeout(self, method: str) -> float | None:
+        """The timeout set for ``method`` or for all methods; None: the channel's default."""
+        return self._timeouts.get(method, self._timeouts.get(None)) if self._timeouts else None
+
+    def _failed(self, exc: pyro_errors.PyroError, method: str) -> Exception:
+        error = self.channel.translate(exc, method)
+        if isinstance(error, CallTimeoutError) and self.fail_after_timeout:
+            self.timed_out = f"{method}()"
+        return error
 
     def _check_usable(self, method: str) -> None:
         if self.closed:

@@ -3,17 +3,16 @@
 ``runner.make_vector_env(n, num_servers=k)`` spreads n sub-environments over k
 servers, each hosting a part as gymnasium's own ``SyncVectorEnv``
 (:class:`~dacstyle.container.server.objects.VectorHost`). A step is one round trip
-per server; the servers are stepped concurrently (the first in the calling thread,
-the others in a small thread pool: send to all, then receive from all). Seeds,
+per server; the servers are stepped concurrently: the host sends every server its
+call, then reads every reply, with no thread (:meth:`RemoteHandle.send`). Seeds,
 autoreset, observations, rewards and ``infos`` are exactly those of one
 ``SyncVectorEnv`` over all n sub-environments: each server returns its
-``(index, info)`` merges and the host replays them in index order.
+``[index, info]`` merges and the host replays them in index order.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -56,6 +55,31 @@ def _check_mask(mask: Any, num_envs: int) -> None:
                          f"got reset_mask={mask}")
 
 
+def _merge_flat_numbers(pairs: list[tuple[int, dict[str, Any]]], num_envs: int) -> dict[str, Any] | None:
+    """What gymnasium's ``_add_info`` builds from one info per sub-env, in index order, all with the same keys
+    and each key one number type: that key's values in one array, and its mask all True.
+
+    None for anything else (a missing env, nested or array values, mixed types, ``final_obs``,
+    names starting with ``_``): those are merged one info at a time, as gymnasium does.
+    """
+    if [index for index, _ in pairs] != list(range(num_envs)):
+        return None
+    keys = tuple(pairs[0][1])
+    if [tuple(info) for _, info in pairs].count(keys) != num_envs:
+        return None
+    merged: dict[str, Any] = {}
+    for key in keys:
+        values = [info[key] for _, info in pairs]
+        kinds = {type(value) for value in values}
+        kind = kinds.pop()
+        if (kinds or type(key) is not str or key.startswith("_") or key == "final_obs"
+                or not (kind in (int, float, bool) or issubclass(kind, np.number))):
+            return None
+        merged[key] = np.array(values, dtype=kind)  # the array _add_info fills one index at a time
+        merged[f"_{key}"] = np.ones(num_envs, dtype=np.bool_)
+    return merged
+
+
 @dataclasses.dataclass
 class _Part:
     handle: RemoteHandle
@@ -82,7 +106,6 @@ class RemoteVectorEnv(VectorEnv):
         self.metadata = {**(description.get("metadata") or {}), "autoreset_mode": autoreset_mode}
         self.render_mode = description.get("render_mode")
         self._sliceable = type(self.single_action_space).__name__ in _SLICEABLE
-        self._pool = ThreadPoolExecutor(len(parts) - 1, "dacstyle-vector") if len(parts) > 1 else None
 
     @classmethod
     def create(cls, channels: Sequence[Any], benchmark: Benchmark, num_envs: int,
@@ -112,11 +135,11 @@ class RemoteVectorEnv(VectorEnv):
         return cls(parts, description, mode, on_close)
 
     # -- one round trip per server, all servers at once ----------------------------
-    def _run_all(self, run: Callable[[_Part], Any], parts: list[_Part]) -> list[Any]:
-        """``run(part)`` for every part, concurrently; the results in part order.
+    def _call_all(self, method: str, calls: list[tuple[_Part, tuple, dict[str, Any]]]) -> list[Any]:
+        """``method(*args, **kwargs)`` for each ``(part, args, kwargs)``: all calls sent, then all replies read, in order.
 
-        The first part runs in the calling thread, the others in the pool; every
-        server answers (or times out) before the first error is raised.
+        The servers work at once while the host waits, with no thread; every server that was
+        sent a call answers (or times out) before the first error is raised.
         """
         if self.closed:
             raise ClosedError(f"{self!r} is closed")
@@ -124,18 +147,18 @@ class RemoteVectorEnv(VectorEnv):
         if stale is not None:  # no server may step while another's state is unknown
             raise CallTimeoutError(f"{self!r}: an earlier call timed out ({stale}), so its state is unknown; "
                                    "close it and make a new one")
-        if self._pool is None or len(parts) == 1:
-            return [run(part) for part in parts]
-        futures = [self._pool.submit(run, part) for part in parts[1:]]
-        results: list[Any] = []
+        tickets: list[tuple[_Part, Any]] = []
         error: BaseException | None = None
-        try:
-            results.append(run(parts[0]))
-        except BaseException as exc:
-            error = exc
-        for future in futures:
+        for part, args, kwargs in calls:
             try:
-                results.append(future.result())
+                tickets.append((part, part.handle.send(method, *args, **kwargs)))
+            except BaseException as exc:
+                error = exc
+                break
+        results: list[Any] = []
+        for part, ticket in tickets:
+            try:
+                results.append(part.handle.receive(ticket))
             except BaseException as exc:
                 error = error or exc
         if error is not None:
@@ -151,10 +174,12 @@ class RemoteVectorEnv(VectorEnv):
         return concatenate(self.single_observation_space, items, out)
 
     def _merge_infos(self, parts: list[_Part], calls: list[list]) -> dict[str, Any]:
-        infos: dict[str, Any] = {}
-        for part, merges in zip(parts, calls):
-            for index, info in merges:
-                infos = self._add_info(infos, info, part.offset + index)
+        pairs = [(part.offset + index, info) for part, merges in zip(parts, calls) for index, info in merges]
+        infos = _merge_flat_numbers(pairs, self.num_envs)
+        if infos is None:
+            infos = {}
+            for index, info in pairs:
+                infos = self._add_info(infos, info, index)
         return infos
 
     # -- gymnasium's vector API ------------------------------------------------------
@@ -176,13 +201,13 @@ class RemoteVectorEnv(VectorEnv):
             _check_mask(mask, self.num_envs)
             parts = [p for p in self._parts if mask[p.offset:p.offset + p.size].any()]
 
-        def reset_part(part: _Part) -> Any:
+        def reset_kwargs(part: _Part) -> dict[str, Any]:
             part_options = options
             if mask is not None and options is not None:
                 part_options = {**options, "reset_mask": mask[part.offset:part.offset + part.size]}
-            return part.handle.call("reset", seed=seeds[part.offset:part.offset + part.size], options=part_options)
+            return {"seed": seeds[part.offset:part.offset + part.size], "options": part_options}
 
-        replies = self._run_all(reset_part, parts)
+        replies = self._call_all("reset", [(part, (), reset_kwargs(part)) for part in parts])
         for part, (observations, _) in zip(parts, replies):
             part.observations = observations
         observations = self._merge_observations([part.observations for part in self._parts])
@@ -198,8 +223,7 @@ class RemoteVectorEnv(VectorEnv):
             items = list(iterate(self.action_space, actions))
             chunks = [concatenate(self.single_action_space, items[p.offset:p.offset + p.size],
                                   create_empty_array(self.single_action_space, p.size)) for p in self._parts]
-        by_part = dict(zip((id(p) for p in self._parts), chunks))
-        replies = self._run_all(lambda part: part.handle.call("step", by_part[id(part)]), self._parts)
+        replies = self._call_all("step", [(part, (chunk,), {}) for part, chunk in zip(self._parts, chunks)])
         for part, reply in zip(self._parts, replies):
             part.observations = reply[0]
         return (
@@ -216,7 +240,7 @@ class RemoteVectorEnv(VectorEnv):
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Call an environment method, or read a listed attribute, on every sub-environment."""
-        replies = self._run_all(lambda part: part.handle.call("call", name, list(args), kwargs), self._parts)
+        replies = self._call_all("call", [(part, (name, list(args), kwargs), {}) for part in self._parts])
         return tuple(value for reply in replies for value in reply)
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
@@ -229,10 +253,9 @@ class RemoteVectorEnv(VectorEnv):
             if len(values) != self.num_envs:
                 raise ValueError("Values must be a list or tuple with length equal to the number of environments. "
                                  f"Got `{len(values)}` values for {self.num_envs} environments.")
-            self._run_all(lambda p: p.handle.call("set_attr", name, list(values[p.offset:p.offset + p.size])),
-                          self._parts)
+            self._call_all("set_attr", [(p, (name, list(values[p.offset:p.offset + p.size])), {}) for p in self._parts])
         else:
-            self._run_all(lambda p: p.handle.call("set_attr", name, values), self._parts)
+            self._call_all("set_attr", [(p, (name, values), {}) for p in self._parts])
 
     def set_timeout(self, seconds: float | None, method: str | None = None) -> None:
         """Timeout (seconds) of one method ("step", "reset", ...) or of all calls, on every server."""
@@ -253,8 +276,6 @@ class RemoteVectorEnv(VectorEnv):
                 finally:
                     part.handle.release()
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
             self._on_close()
 
     def __repr__(self) -> str:

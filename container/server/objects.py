@@ -82,19 +82,19 @@ class Hosted:
 
 
 class _InfoLog(SyncVectorEnv):
-    """A SyncVectorEnv that keeps each ``(index, info)`` it would merge, for the host to merge in order."""
+    """A SyncVectorEnv that keeps each ``[index, info]`` it would merge, for the host to merge in order."""
 
-    info_calls: list[tuple[int, dict[str, Any]]]
+    info_calls: list[list[Any]]
 
     def _add_info(self, vector_infos: dict[str, Any], env_info: dict[str, Any], env_num: int) -> dict[str, Any]:
-        self.__dict__.setdefault("info_calls", []).append((env_num, env_info))
+        self.__dict__.setdefault("info_calls", []).append([env_num, env_info])  # a list: it travels untagged
         return vector_infos
 
 
 class VectorHost:
     """``num_envs`` copies of one environment stepped in one call: gymnasium's own SyncVectorEnv.
 
-    Results are batched here; infos travel as the per-env ``(index, info)`` list that
+    Results are batched here; infos travel as the per-env ``[index, info]`` list that
     SyncVectorEnv merges, so that the host, merging several servers' lists in index
     order, builds exactly the ``infos`` one SyncVectorEnv over all sub-envs would.
     Only the environment's methods and the spec's ``attributes`` are reachable.
@@ -107,17 +107,17 @@ class VectorHost:
         self._settable = frozenset(spec.attributes or ())
         self.envs = _InfoLog([spec.build] * num_envs, copy=False, autoreset_mode=autoreset_mode)
 
-    def _infos(self) -> list[tuple[int, dict[str, Any]]]:
+    def _infos(self) -> list[list[Any]]:
         calls, self.envs.info_calls = self.envs.__dict__.get("info_calls", []), []
         return calls
 
     def reset(self, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, list]:
-        """SyncVectorEnv.reset; the infos as ``(index, info)`` pairs."""
+        """SyncVectorEnv.reset; the infos as ``[index, info]`` pairs."""
         observations, _ = self.envs.reset(seed=seed, options=options)
         return observations, self._infos()
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, list]:
-        """SyncVectorEnv.step; the infos as ``(index, info)`` pairs."""
+        """SyncVectorEnv.step; the infos as ``[index, info]`` pairs."""
         observations, rewards, terminations, truncations, _ = self.envs.step(actions)
         return observations, rewards, terminations, truncations, self._infos()
 
