@@ -15,6 +15,7 @@ import logging
 
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecMonitor
 
 from dacstyle import RemoteRunner
@@ -41,6 +42,7 @@ def main() -> None:
         env = VecMonitor(as_sb3_vec_env(vector))
         print(f"runtime: {runner.runtime.name} | {vector!r}")
         model = PPO("MlpPolicy", env, seed=args.seed, device="cpu", **PPO_SETTINGS)
+        model.set_logger(Logger(folder=None, output_formats=[]))  # quiet, and no log folder left in /tmp
         model.learn(total_timesteps=args.steps)
         mean, std = evaluate_policy(model, env, n_eval_episodes=16)
         print(f"PPO after {model.num_timesteps} steps: mean return {mean:.1f} +/- {std:.1f} over 16 episodes "

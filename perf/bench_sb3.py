@@ -19,6 +19,7 @@ import warnings
 
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
 from dacstyle import RemoteRunner
@@ -58,6 +59,7 @@ def train(env: VecEnv, steps: int) -> tuple[float, float]:
     """Seconds of ``PPO.learn`` for ``steps`` env steps, and of that the seconds spent stepping the envs."""
     clock = StepClock(env)
     model = PPO("MlpPolicy", clock, seed=0, device="cpu", **PPO_SETTINGS)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default logger makes a folder in /tmp
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     return time.perf_counter() - start, clock.seconds

@@ -21,6 +21,7 @@ pytest.importorskip("stable_baselines3", reason='needs the sb3 extra: pip instal
 
 import torch  # noqa: E402  (what follows needs the extra)
 from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.logger import Logger  # noqa: E402
 from stable_baselines3.common.monitor import Monitor  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecCheckNan, VecEnv, VecMonitor  # noqa: E402
 
@@ -144,6 +145,7 @@ def test_rgb_frames_equal_local_ones(no_leftovers):
 def train(env: VecEnv, steps: int = 256) -> list[torch.Tensor]:
     """PPO (CPU, seeded) for ``steps`` env steps; the policy's parameters after training."""
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=64, n_epochs=2, seed=0, device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default logger makes a folder in /tmp
     model.learn(total_timesteps=steps)
     assert model.num_timesteps == steps
     return [parameter.detach().clone() for parameter in model.policy.parameters()]
