@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "constraints.txt"
 RECIPES = ROOT / "container" / "recipes"
 PIN = re.compile(r"^(\s*)([A-Za-z0-9_.\-]+)==(\S+?)(\s*\\?)$")
+HELD = ("torch",)
+"""Kept at the version the lock pins: torch 2.13.0's CPU build lies in pip's find-links on these
+machines, while a newer torch from the registry brings several GB of CUDA packages."""
+LOCAL_LABEL = re.compile(r"\+[A-Za-z0-9.]+$")
+"""A local build label (torch's ``+cpu``), left out of the lock: ``torch==2.13.0`` takes that build too."""
 HEADER = """\
 # Every package CI installs, pinned (pip install -c constraints.txt -e '.[test]').
 # Regenerate with: python3 .ci/refresh_lock.py (also rewrites container/recipes/*.def pins).
@@ -42,12 +47,15 @@ def read_lock(path: Path = LOCK) -> dict[str, str]:
 
 
 def freeze() -> str:
-    """``pip freeze`` of a fresh virtualenv with ``.[test]`` installed (newest releases)."""
+    """``pip freeze`` of a fresh virtualenv with ``.[test]`` installed (newest releases, but the HELD pins)."""
+    held = {name: version for name, version in read_lock().items() if name in HELD}
     with tempfile.TemporaryDirectory() as tmp:
         venv.create(tmp, with_pip=True)
         python = str(Path(tmp) / "bin" / "python")
-        subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", f"{ROOT}[test]"],
-                       check=True)
+        constraints = Path(tmp) / "held.txt"
+        constraints.write_text("".join(f"{name}=={version}\n" for name, version in held.items()))
+        subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(constraints),
+                        "-e", f"{ROOT}[test]"], check=True)
         return subprocess.run([python, "-m", "pip", "freeze", "--exclude-editable"], check=True,
                               capture_output=True, text=True).stdout
 
@@ -65,7 +73,8 @@ def repin(recipe: Path, lock: dict[str, str]) -> None:
 
 
 def main() -> int:
-    frozen = sorted(line for line in freeze().splitlines() if "==" in line and not line.startswith("#"))
+    frozen = sorted(LOCAL_LABEL.sub("", line) for line in freeze().splitlines()
+                    if "==" in line and not line.startswith("#"))
     LOCK.write_text(HEADER + "\n".join(frozen) + "\n")
     lock = read_lock()
     for recipe in sorted(RECIPES.glob("*.def")):

@@ -167,6 +167,16 @@ def no_leftovers(servers_root: Path):
 
 
 @pytest.fixture
+def mp_helpers(context):
+    """multiprocessing's own long-lived helpers (resource tracker, fork server), started before the leak check."""
+    from multiprocessing import forkserver, resource_tracker
+
+    resource_tracker.ensure_running()
+    if context == "forkserver":
+        forkserver.ensure_running()
+
+
+@pytest.fixture
 def probe(no_leftovers):
     """A runner serving the public Probe object (process runtime) and its proxy."""
     from dacstyle import RemoteRunner

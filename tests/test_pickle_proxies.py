@@ -17,16 +17,6 @@ from dacstyle.errors import AuthenticationError, ClosedError
 from conftest import assert_identical
 
 
-@pytest.fixture
-def mp_helpers(context):
-    """multiprocessing's own long-lived helpers (resource tracker, fork server), started before the leak check."""
-    from multiprocessing import forkserver, resource_tracker
-
-    resource_tracker.ensure_running()
-    if context == "forkserver":
-        forkserver.ensure_running()
-
-
 def _steps_in_worker(env_bytes: bytes, factory_bytes: bytes, queue) -> None:
     """In a fresh process: step an unpickled env and one built by an unpickled env_fn."""
     try:
