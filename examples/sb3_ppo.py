@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 
 from dacstyle import RemoteRunner
 from dacstyle.benchmarks import GymnasiumBenchmark
-from dacstyle.container.client.sb3 import as_sb3_vec_env
+from dacstyle.integrations.sb3 import as_sb3_vec_env
 
 PPO_SETTINGS = {"n_steps": 32, "batch_size": 256, "n_epochs": 20, "gamma": 0.98, "gae_lambda": 0.8,
                 "learning_rate": 1e-3, "ent_coef": 0.0}

@@ -24,7 +24,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
 from dacstyle import RemoteRunner
 from dacstyle.benchmarks import GymnasiumBenchmark
-from dacstyle.container.client.sb3 import as_sb3_vec_env
+from dacstyle.integrations.sb3 import as_sb3_vec_env
 from dacstyle.errors import IsolationWarning
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))

@@ -25,7 +25,7 @@ from stable_baselines3.common.logger import Logger  # noqa: E402
 from stable_baselines3.common.monitor import Monitor  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecCheckNan, VecEnv, VecMonitor  # noqa: E402
 
-from dacstyle.container.client.sb3 import as_sb3_vec_env  # noqa: E402
+from dacstyle.integrations.sb3 import as_sb3_vec_env  # noqa: E402
 
 CASES = [
     pytest.param(lambda: SigmoidBenchmark().set_seed(3), 5, 2, id="sigmoid-5-on-2"),  # MultiDiscrete, infos
@@ -192,7 +192,7 @@ def test_importing_dacstyle_never_imports_torch_and_a_missing_sb3_names_the_extr
             "assert not {'torch', 'stable_baselines3'} & set(sys.modules), 'imported'\n"
             "sys.modules['stable_baselines3'] = None\n"
             "try:\n"
-            "    import dacstyle.container.client.sb3\n"
+            "    import dacstyle.integrations.sb3\n"
             "except dacstyle.errors.MissingDependencyError as exc:\n"
             "    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)

@@ -1,0 +1,1 @@
+"""Adapters from dacstyle's proxies to other libraries' interfaces, each behind its optional extra."""
