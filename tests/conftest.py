@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,27 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
             yield cluster
         finally:
             cluster.stop()
+
+
+@pytest.fixture
+def shared(slurm_cluster, tmp_path: Path) -> Path:
+    """A fresh shared_dir for Slurm-placed runs (on one host, any folder of ours is 'shared'); checked empty afterwards."""
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o700)
+    config.shared_dir = folder
+    before = child_pids()
+    yield folder
+    assert slurm_jobs(slurm_cluster) == [], "Slurm jobs left behind"
+    assert list((folder / "servers").iterdir()) == [], "job folders left behind"
+    assert child_pids() - before == set(), "processes left behind"
+
+
+def slurm_jobs(cluster) -> list[str]:
+    """The jobs Slurm still lists, after waiting up to 30 s for them to go."""
+    deadline = time.monotonic() + 30
+    while True:
+        out = cluster.run("squeue", "-h", "-o", "%i %T").stdout.split("\n")
+        jobs = [line for line in out if line.strip()]
+        if not jobs or time.monotonic() > deadline:
+            return jobs
+        time.sleep(0.2)

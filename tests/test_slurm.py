@@ -32,32 +32,9 @@ from dacstyle.slurm import Slurm
 from dacstyle.slurm.commands import job_info
 from dacstyle.slurm.script import Component, render
 
-from conftest import assert_golden, child_pids
+from conftest import assert_golden
 
 CPU = Slurm(partition="cpu", time="5")
-
-
-@pytest.fixture
-def shared(slurm_cluster, tmp_path: Path) -> Path:
-    """A fresh shared_dir (on one host, any folder of ours is 'shared'); checked empty afterwards."""
-    folder = tmp_path / "shared"
-    folder.mkdir(mode=0o700)
-    config.shared_dir = folder
-    before = child_pids()
-    yield folder
-    assert _jobs(slurm_cluster) == [], "Slurm jobs left behind"
-    assert list((folder / "servers").iterdir()) == [], "job folders left behind"
-    assert child_pids() - before == set(), "processes left behind"
-
-
-def _jobs(cluster) -> list[str]:
-    deadline = time.monotonic() + 30
-    while True:
-        out = cluster.run("squeue", "-h", "-o", "%i %T").stdout.split("\n")
-        jobs = [line for line in out if line.strip()]
-        if not jobs or time.monotonic() > deadline:
-            return jobs
-        time.sleep(0.2)
 
 
 def _trajectory(env, seed: int, steps: int = 12) -> list:
