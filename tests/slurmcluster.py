@@ -171,6 +171,7 @@ def slurm_conf(folder: Path, munge_socket: Path, ports: list[int]) -> str:
         members = ",".join(n for n, p in NODES.items() if p == partition)
         default = " Default=YES" if partition == "cpu" else ""
         lines.append(f"PartitionName={partition} Nodes={members}{default} MaxTime=INFINITE State=UP")
+    lines.append(f"PartitionName=all Nodes={','.join(NODES)} MaxTime=INFINITE State=UP")  # where --nodelist decides
     return "\n".join(lines) + "\n"
 
 

@@ -125,6 +125,8 @@ class Server:
         self.ready: dict[str, Any] = {}  # the server's ready line: its endpoints' locations
         self._control_lock = threading.Lock()
         self._control = channel.proxy(CONTROL_OBJECT)
+        self._beat_lock = threading.Lock()
+        self._beat = channel.proxy(CONTROL_OBJECT)  # a connection of its own: a slow call never delays a beat
         self._handles: list[RemoteHandle] = []
         self._closed = False
 
@@ -205,6 +207,10 @@ class Server:
         """Call a method of the server's control object."""
         return self.channel.invoke(self._control, self._control_lock, method, args, timeout)
 
+    def heartbeat(self, timeout: float) -> None:
+        """Tell the server this host is alive (a Slurm job ends itself when these stop)."""
+        self.channel.invoke(self._beat, self._beat_lock, "hello", (), timeout)
+
     def create(self, benchmark: Benchmark) -> RemoteEnvironment | RemoteObject:
         """Build ``benchmark`` on the server; returns an environment or object proxy."""
         spec = codec.encode(dataclasses.asdict(benchmark))  # codec data in the frame, not a JSON string inside it
@@ -234,9 +240,10 @@ class Server:
                     self.control("shutdown", timeout=2.0)
                 except DacstyleError:
                     pass  # stop() below closes the lifeline and kills if needed
-            with self._control_lock:
-                self._control._pyroClaimOwnership()
-                self._control._pyroRelease()
+            for proxy, lock in ((self._control, self._control_lock), (self._beat, self._beat_lock)):
+                with lock:
+                    proxy._pyroClaimOwnership()
+                    proxy._pyroRelease()
         finally:
             self.process.stop()  # ends the server's tree and removes the server folder
 

@@ -6,18 +6,27 @@ exponential backoff (honouring ``Retry-After`` up to ``max_backoff``), and turns
 every other failure into one :class:`~dacstyle.errors.LLMError`. The API key is
 sent as a bearer token and never appears in ``repr`` or error messages.
 A client object is meant for one thread (like a ``requests.Session``).
+
+With ``tls`` (a :class:`~dacstyle.container.tls.ClientTLS`: a server placed on
+another node) the connection is mutual TLS: the client shows the run's client
+certificate and accepts only the server certificate whose fingerprint was
+published, so neither the key nor a prompt crosses the network in clear.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from ..errors import LLMError
 
-__all__ = ["OpenAIClient", "RETRY_STATUSES"]
+if TYPE_CHECKING:
+    from ..container.tls import ClientTLS
+
+__all__ = ["OpenAIClient", "RETRY_STATUSES", "http_session"]
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _BODY_TAIL = 300
@@ -35,6 +44,7 @@ class OpenAIClient:
         retries: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 10.0,
+        tls: ClientTLS | None = None,
     ) -> None:
         base = api_base.rstrip("/")
         self.api_base = base if base.endswith("/v1") else base + "/v1"
@@ -43,10 +53,7 @@ class OpenAIClient:
         self.retries = int(retries)
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxies or netrc credentials from the environment
-        if api_key:
-            self._session.headers["Authorization"] = f"Bearer {api_key}"
+        self._session = http_session(api_key, tls)
 
     def __repr__(self) -> str:
         return f"OpenAIClient(api_base={self.api_base!r}, model={self.model!r})"
@@ -124,6 +131,38 @@ class OpenAIClient:
                     delay = min(max(delay, retry_after), self.max_backoff)
                 time.sleep(delay)
         raise LLMError(f"{method} {url} failed after {self.retries + 1} attempt(s): {last}")
+
+
+def http_session(api_key: str | None = None, tls: ClientTLS | None = None) -> requests.Session:
+    """A session that sends ``api_key`` as a bearer token, and with ``tls`` speaks only pinned mutual TLS."""
+    session = requests.Session()
+    session.trust_env = False  # no proxies or netrc credentials from the environment
+    if api_key:
+        session.headers["Authorization"] = f"Bearer {api_key}"
+    if tls is not None:
+        session.mount("https://", _PinnedTLS(tls))
+        session.mount("http://", _Refused())
+    return session
+
+
+class _PinnedTLS(HTTPAdapter):
+    """HTTPS with the run's client certificate, accepting only the published server certificate."""
+
+    def __init__(self, tls: ClientTLS) -> None:
+        self._tls = tls
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._tls.context  # the run's CA only, and our certificate
+        kwargs["assert_fingerprint"] = self._tls.server_fingerprint.split(":", 1)[1]  # names are not checked: pinned
+        super().init_poolmanager(*args, **kwargs)
+
+
+class _Refused(HTTPAdapter):
+    """Plain HTTP on a session meant for TLS: refused, so the key is never sent in clear."""
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        raise requests.exceptions.InvalidSchema(f"{request.url}: this server is reached over TLS only (https)")
 
 
 def _parse_retry_after(value: str | None) -> float | None:

@@ -11,12 +11,18 @@ lives. It starts through the one launch path, like every process dacstyle starts
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..runtimes import Bind, LaunchSpec, Runtime, get_runtime
 from ..runtimes.serverdir import ServerDir
 from .service import LLMService, free_port, generate_api_key, node_address
+
+if TYPE_CHECKING:
+    from ..container.tls import ClientTLS
+    from ..slurm import Slurm
+    from .placed import PlacedLLMService
 
 __all__ = ["ContainerLLMService", "vllm_service", "KEY_LAUNCHER"]
 
@@ -42,8 +48,11 @@ class ContainerLLMService(LLMService):
         binds: Sequence[str | Bind] = (),
         gpu: bool = True,
         start_timeout: float = 900.0,
+        api_key: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
-        super().__init__(command, host=host, port=port, api_key=generate_api_key(), start_timeout=start_timeout)
+        super().__init__(command, host=host, port=port, api_key=api_key or generate_api_key(),
+                         start_timeout=start_timeout, tls=tls)
         self.runtime = get_runtime(runtime)
         self.image = Path(image) if image is not None else None
         self.binds = [b if isinstance(b, Bind) else Bind.parse(b) for b in binds]
@@ -54,15 +63,35 @@ class ContainerLLMService(LLMService):
         return LaunchSpec(server_dir=server_dir, image=self.image, binds=list(self.binds), gpu=self.gpu)
 
     def command(self, spec: LaunchSpec) -> list[str]:
-        """Write the key 0600 into the server folder; the launcher inside moves it into the environment."""
-        spec.server_dir.write_secret("host/api_key", self.api_key)
-        key_file = f"{self.runtime.run_dir_inside(spec)}/api_key"
-        return [self.runtime.python(spec), "-c", KEY_LAUNCHER, key_file, *self.argv]
+        """Write the key 0600 into the server folder; the launcher inside moves it into the environment.
+
+        With ``tls``, the server's certificate, key and the run's CA (``server.pem``,
+        ``server.key``, ``ca.pem`` in the folder's ``host/``) are vLLM's ``--ssl-*``
+        options, and a client certificate of that CA is required (``--ssl-cert-reqs 2``).
+        """
+        if not (spec.server_dir.path / "host" / "api_key").exists():  # a Slurm job's host wrote it already
+            spec.server_dir.write_secret("host/api_key", self.api_key)
+        inside = self.runtime.run_dir_inside(spec)
+        tls = [] if self.tls is None else [
+            "--ssl-certfile", f"{inside}/server.pem", "--ssl-keyfile", f"{inside}/server.key",
+            "--ssl-ca-certs", f"{inside}/ca.pem", "--ssl-cert-reqs", str(int(ssl.CERT_REQUIRED))]
+        return [self.runtime.python(spec), "-c", KEY_LAUNCHER, f"{inside}/api_key", *self.argv, *tls]
 
 
 def vllm_service(model: str, image: str | os.PathLike[str], *, runtime: str | Runtime = "auto",
-                 host: str | None = None, port: int | None = None, extra_args: Sequence[str] = ()) -> ContainerLLMService:
-    """A vLLM server for ``model`` from a vLLM image (container/recipes/vllm.def), not yet started."""
+                 host: str | None = None, port: int | None = None, extra_args: Sequence[str] = (),
+                 placement: Slurm | None = None) -> ContainerLLMService | PlacedLLMService:
+    """A vLLM server for ``model`` from a vLLM image (container/recipes/vllm.def), not yet started.
+
+    With ``placement`` it runs as a Slurm job on the node Slurm picks (its address and
+    port are the job's), reached over mutual TLS: see :class:`~dacstyle.llm.placed.PlacedLLMService`.
+    """
+    if placement is not None:
+        from .placed import PlacedLLMService
+
+        if host or port:
+            raise ValueError("vllm_service(placement=...) binds the address of the node Slurm picks: give no host or port")
+        return PlacedLLMService(["vllm", "serve", model, *extra_args], image=image, placement=placement, runtime=runtime)
     host = host or node_address()
     port = port or free_port(host)
     command = ["vllm", "serve", model, "--host", host, "--port", str(port), *extra_args]

@@ -17,7 +17,9 @@ As a process (what :mod:`dacstyle.llm.service` starts in the tests)::
     python -m dacstyle.llm.fake_server --port P --api-key-file F --replies REPLIES.json
 
 where REPLIES.json holds a JSON list of replies; without ``--api-key-file`` the
-key is read from the ``VLLM_API_KEY`` environment variable, as vLLM does.
+key is read from the ``VLLM_API_KEY`` environment variable, as vLLM does. It
+takes vLLM's ``--ssl-certfile``, ``--ssl-keyfile``, ``--ssl-ca-certs`` and
+``--ssl-cert-reqs`` too, and then speaks HTTPS as vLLM does with them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import hmac
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -130,6 +133,7 @@ class FakeOpenAIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         model: str = "fake-model",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("the fake server needs an API key")
@@ -140,6 +144,9 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._httpd = _Server((host, port), _Handler)
         self._httpd.owner = self
+        self.tls = ssl_context is not None
+        if ssl_context is not None:
+            self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread: threading.Thread | None = None
 
     @property
@@ -150,9 +157,9 @@ class FakeOpenAIServer:
 
     @property
     def url(self) -> str:
-        """The API base, ``http://HOST:PORT/v1``."""
+        """The API base, ``http://HOST:PORT/v1`` (``https`` with TLS)."""
         host, port = self.address
-        return f"http://{host}:{port}/v1"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}/v1"
 
     def _next_reply(self, body: dict[str, Any]) -> dict[str, Any] | None:
         with self._lock:
@@ -188,12 +195,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key-file", type=Path, help="file holding the API key (default: $VLLM_API_KEY)")
     parser.add_argument("--replies", type=Path, required=True, help="JSON file with the list of scripted replies")
     parser.add_argument("--model", default="fake-model", help="the model id to report")
+    parser.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key (PEM)")
+    parser.add_argument("--ssl-ca-certs", type=Path, help="CA certificates that client certificates are checked against")
+    parser.add_argument("--ssl-cert-reqs", type=int, default=int(ssl.CERT_NONE),
+                        help="0: no client certificate asked, 2: one signed by --ssl-ca-certs required")
     args = parser.parse_args(argv)
     key = args.api_key_file.read_text().strip() if args.api_key_file else os.environ.get("VLLM_API_KEY", "")
     if not key:
         parser.error("no API key: give --api-key-file or set VLLM_API_KEY")
     replies = json.loads(args.replies.read_text(encoding="utf-8"))
-    server = FakeOpenAIServer(replies, api_key=key, host=args.host, port=args.port, model=args.model)
+    context = None
+    if args.ssl_certfile:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+        if args.ssl_ca_certs:
+            context.load_verify_locations(cafile=args.ssl_ca_certs)
+        context.verify_mode = ssl.VerifyMode(args.ssl_cert_reqs)
+    server = FakeOpenAIServer(replies, api_key=key, host=args.host, port=args.port, model=args.model,
+                              ssl_context=context)
     print(f"fake OpenAI server on {server.url}", file=sys.stderr, flush=True)
     try:
         server._httpd.serve_forever()

@@ -26,6 +26,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -33,7 +34,10 @@ from ..errors import IsolationWarning, ServerStartError
 from ..runtimes import Handle, LaunchSpec, Runtime
 from ..runtimes.process import ProcessRuntime
 from ..runtimes.serverdir import ServerDir
-from .client import OpenAIClient
+from .client import OpenAIClient, http_session
+
+if TYPE_CHECKING:
+    from ..container.tls import ClientTLS
 
 __all__ = ["LLMService", "generate_api_key", "vllm_command", "node_address", "free_port"]
 
@@ -86,7 +90,8 @@ class LLMService:
 
     ``argv`` runs on the host as it is (the process runtime), with ``env`` added
     to this environment; :class:`~dacstyle.llm.container.ContainerLLMService`
-    runs it in an image instead.
+    runs it in an image instead. With ``tls`` the server speaks HTTPS with the
+    run's certificates and every request (readiness included) is pinned mutual TLS.
     """
 
     runtime: Runtime = ProcessRuntime()
@@ -101,6 +106,7 @@ class LLMService:
         env: dict[str, str] | None = None,
         start_timeout: float = 900.0,
         poll_interval: float = 0.2,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.argv = list(argv)
         self.host = host
@@ -109,6 +115,7 @@ class LLMService:
         self.env = dict(env or {})
         self.start_timeout = float(start_timeout)
         self.poll_interval = float(poll_interval)
+        self.tls = tls
         self.handle: Handle | None = None
         self.server_dir: ServerDir | None = None
 
@@ -117,13 +124,13 @@ class LLMService:
 
     @property
     def url(self) -> str:
-        """The API base, ``http://HOST:PORT/v1``."""
+        """The API base, ``http://HOST:PORT/v1`` (``https`` with TLS)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/v1"
 
     def client(self, model: str | None = None, **kwargs: object) -> OpenAIClient:
         """An :class:`OpenAIClient` for this service, with its key."""
-        return OpenAIClient(self.url, model=model, api_key=self.api_key, **kwargs)  # type: ignore[arg-type]
+        return OpenAIClient(self.url, model=model, api_key=self.api_key, tls=self.tls, **kwargs)  # type: ignore[arg-type]
 
     def launch_spec(self, server_dir: ServerDir) -> LaunchSpec:
         """Where the command runs: here, the host itself with ``env`` added."""
@@ -137,7 +144,7 @@ class LLMService:
         """Start the process through its runtime and wait until it is ready; returns self."""
         if self.handle is not None:
             raise ServerStartError("the service is already started")
-        self.server_dir = ServerDir.create()
+        self.server_dir = self.server_dir or ServerDir.create()  # a Slurm job's service gets its job's folder
         try:
             spec = self.launch_spec(self.server_dir)
             argv = self.command(spec)
@@ -160,10 +167,8 @@ class LLMService:
         """Poll ``GET /v1/models`` until it answers 200, the process dies, or the deadline passes."""
         assert self.handle is not None
         deadline = time.monotonic() + self.start_timeout
-        headers = {"Authorization": f"Bearer {self.api_key}"}
         last = "no answer yet"
-        with requests.Session() as session:
-            session.trust_env = False
+        with http_session(self.api_key, self.tls) as session:
             while True:
                 code = self.handle.wait(0)
                 if code is not None:
@@ -175,7 +180,7 @@ class LLMService:
                         self.output_tail(),
                     )
                 try:
-                    answer = session.get(self.url + "/models", headers=headers, timeout=min(5.0, max(remaining, 0.1)))
+                    answer = session.get(self.url + "/models", timeout=min(5.0, max(remaining, 0.1)))
                 except requests.RequestException as exc:
                     last = type(exc).__name__
                 else:

@@ -23,11 +23,10 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..benchmarks.spec import Benchmark
 from ..config import config
-from ..container.protocol import CONTROL_OBJECT
 from ..errors import ContainerError, DacstyleError, JobEndedError, JobPendingError, SlurmError
 from ..runtimes import Bind, Handle, Runtime
 from ..runtimes.reaper import clean_server_dir
@@ -36,7 +35,7 @@ from . import commands
 from .placement import Slurm
 from .script import Component, render
 
-__all__ = ["SlurmJob", "ServerRequest", "submit_servers", "attach", "shared_root", "published", "ADDRESS_FILE"]
+__all__ = ["SlurmJob", "ServerRequest", "submit_servers", "submit_job", "wait_published", "attach", "shared_root", "published", "ADDRESS_FILE"]
 
 ADDRESS_FILE = "address.json"
 _POLL_FIRST_S, _POLL_MAX_S = 0.05, 2.0
@@ -86,7 +85,12 @@ def _fs_type(path: Path) -> str:
 
 @dataclass
 class ServerRequest:
-    """What one job component serves and how: the same arguments as ``Server.start`` on one node."""
+    """What one job component serves and how: the same arguments as ``Server.start`` on one node.
+
+    ``kind="llm"`` serves an OpenAI-compatible ``command`` instead (the job adds its
+    ``--host``/``--port`` and TLS options); ``secrets`` are written 0600 into the folder
+    before the job is submitted (the model server's API key).
+    """
 
     placement: Slurm
     runtime: Runtime
@@ -98,9 +102,14 @@ class ServerRequest:
     benchmark: Benchmark | None = None  # recorded for ``attach``: what the server serves
     idle_timeout: float = 0.0  # the host's heartbeat; 0 for a server clients attach to (``dacstyle submit``)
     companions: list[tuple[int, str]] = field(default_factory=list)  # (component, where its agent endpoint goes)
+    kind: str = "server"
+    command: list[str] = field(default_factory=list)
+    secrets: dict[str, str] = field(default_factory=dict)
+    start_timeout: float | None = None  # None: the start_timeout setting
 
     def to_json(self) -> dict[str, Any]:
-        return {"runtime": self.runtime.name, "image": str(self.image) if self.image else None,
+        return {"kind": self.kind, "command": self.command, "start_timeout": self.start_timeout,
+                "runtime": self.runtime.name, "image": str(self.image) if self.image else None,
                 "binds": [[b.src, b.dst, b.readonly] for b in self.binds], "env": self.env, "gpu": self.gpu,
                 "agent": self.agent, "idle_timeout": self.idle_timeout,
                 "benchmark": json.loads(self.benchmark.to_json()) if self.benchmark else None,
@@ -161,23 +170,21 @@ class SlurmJob(Handle):
         state = info.describe() if info is not None else f"job {self.job_id} (no longer known to Slurm)"
         return f"{state}; log {self.log}:\n{self.server_dir.log_tail()}"
 
-    def start_heartbeat(self, server: Any, interval: float) -> None:
-        """Call the server every ``interval`` seconds, so that it ends its job once this host is gone."""
-        stop = self._heartbeat = threading.Event()
-        control = server.channel.proxy(CONTROL_OBJECT)
-        lock = threading.Lock()
+    def start_heartbeat(self, beat: Callable[[float], None], interval: float) -> None:
+        """Call ``beat(interval)`` every ``interval`` seconds, so that the job ends itself once this host is gone.
 
-        def beat() -> None:
+        A failed beat is ignored: the next call of the user reports what happened.
+        """
+        stop = self._heartbeat = threading.Event()
+
+        def loop() -> None:
             while not stop.wait(interval):
                 try:
-                    server.channel.invoke(control, lock, "hello", (), interval)
-                except DacstyleError:
-                    pass  # the next call of the user reports what happened
-            with lock:
-                control._pyroClaimOwnership()
-                control._pyroRelease()
+                    beat(interval)
+                except (DacstyleError, OSError):
+                    pass
 
-        threading.Thread(target=beat, name=f"heartbeat-{self.job_id}", daemon=True).start()
+        threading.Thread(target=loop, name=f"heartbeat-{self.job_id}", daemon=True).start()
 
     def release(self) -> None:
         """Let the job run on after this host is gone (``dacstyle submit``): stopping only detaches from now on."""
@@ -232,6 +239,26 @@ def submit_servers(name: str, requests: list[ServerRequest], start_timeout: floa
 
     On any failure the job is cancelled and nothing is left behind.
     """
+    jobs = submit_job(name, requests)
+    servers: list[Any] = []
+    try:
+        for job, request in zip(jobs, requests):
+            servers.append(_connect(job, request.runtime, start_timeout or config.start_timeout))
+            if request.idle_timeout:
+                job.start_heartbeat(servers[-1].heartbeat, request.idle_timeout / 3)
+    except BaseException:
+        for job in jobs:
+            job.stop()
+        raise
+    return servers
+
+
+def submit_job(name: str, requests: list[ServerRequest]) -> list[SlurmJob]:
+    """Make each component's folder on the shared directory, render the one script, submit it: one SlurmJob each.
+
+    A folder holds the token, the run's TLS certificates (one CA per job: a component
+    can be a client of another) and ``request.json``. Nothing is left when it fails.
+    """
     from ..container.client.certs import RunCA
 
     root = shared_root()
@@ -239,7 +266,7 @@ def submit_servers(name: str, requests: list[ServerRequest], start_timeout: floa
     log = root / "logs" / f"{name}-{os.urandom(4).hex()}.log"
     try:
         components = []
-        ca = RunCA(name)  # one CA per job: a component can be a client of another (a companion's agent endpoint)
+        ca = RunCA(name)
         for index, request in enumerate(requests):
             folder = ServerDir.create(root=root / "servers", agent=request.agent)
             folders.append(folder)
@@ -247,6 +274,8 @@ def submit_servers(name: str, requests: list[ServerRequest], start_timeout: floa
             ca.write_server(folder.path / "host")
             (folder.path / "client").mkdir(mode=0o700)
             ca.write_client(folder.path / "client")
+            for secret, value in request.secrets.items():
+                folder.write_secret(secret, value)
             data = request.to_json()
             data["het_group"] = index
             data["companions"] = [[str(folders[other].path), inside] for other, inside in request.companions]
@@ -262,22 +291,12 @@ def submit_servers(name: str, requests: list[ServerRequest], start_timeout: floa
         if isinstance(exc, OSError):
             raise ContainerError(f"cannot prepare the Slurm job in {root}: {exc}") from exc
         raise
-    jobs = [SlurmJob(job_id, folder, het_group=i) for i, folder in enumerate(folders)]
-    servers: list[Any] = []
-    try:
-        for job, request in zip(jobs, requests):
-            job.server_dir.record(job_id=job_id)
-            servers.append(_connect(job, request.runtime, start_timeout or config.start_timeout))
-            if request.idle_timeout:
-                job.start_heartbeat(servers[-1], request.idle_timeout / 3)
-    except BaseException:
-        for job in jobs:
-            job.stop()
-        raise
-    return servers
+    for folder in folders:
+        folder.record(job_id=job_id)
+    return [SlurmJob(job_id, folder, het_group=i) for i, folder in enumerate(folders)]
 
 
-def _wait_published(job: SlurmJob, start_timeout: float) -> dict[str, Any]:
+def wait_published(job: SlurmJob, start_timeout: float) -> dict[str, Any]:
     """The component's published address, polled with backoff; JobEndedError/JobPendingError/SlurmError else."""
     pending_since = time.monotonic()
     running_since: float | None = None
@@ -310,7 +329,7 @@ def _connect(job: SlurmJob, runtime: Runtime, start_timeout: float) -> Any:
     from ..container.client.server import Server, handshake
     from ..container.tls import ClientTLS, cert_fingerprint
 
-    address = _wait_published(job, start_timeout)
+    address = wait_published(job, start_timeout)
     folder = job.server_dir.path
     expected = cert_fingerprint(folder / "host" / "server.pem")
     if address.get("fingerprint") != expected:

@@ -8,6 +8,11 @@ publish ``{host, port, job_id, het_group, fingerprint}`` (tmp + rename, 0600).
 It then waits for the server to end (idle, shut down by the host) or for the job's
 time limit, minus ``stop_before_limit``; ``scancel`` (SIGTERM) stops the server
 through the handle's own SIGTERM handling. Every way, the server folder goes.
+
+A request of kind ``llm`` starts an OpenAI-compatible server instead
+(:class:`~dacstyle.llm.container.ContainerLLMService`, through the same runtime)
+on this node's address with the run's certificates, ready once ``/v1/models``
+answers over mutual TLS; its host's heartbeat is the ``heartbeat`` file it rewrites.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "node_address"]
+__all__ = ["main", "node_address", "publish_file", "HEARTBEAT_FILE"]
+
+HEARTBEAT_FILE = "heartbeat"
+"""What a host rewrites while it needs an LLM service (a model server has no dacstyle call to count)."""
 
 
 def node_address() -> str:
@@ -35,7 +43,7 @@ def node_address() -> str:
     return "127.0.0.1"
 
 
-def _publish_file(path: Path, data: dict[str, Any]) -> None:
+def publish_file(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (tmp + rename), mode 0600 from the start."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -72,28 +80,83 @@ def main(argv: Sequence[str] | None = None) -> int:
     for companion, inside in request.get("companions", []):
         binds.append(_companion_bind(Path(companion), inside, server_dir, config.start_timeout))
     host = node_address()
-    _log(f"starting the server on {host} (node {socket.gethostname()})")
-    server = Server.start(get_runtime(request["runtime"]), image=Path(request["image"]) if request["image"] else None,
-                          binds=binds, env=request["env"], gpu=request["gpu"], agent=request["agent"],
-                          tcp=f"{host}:0", idle_timeout=request["idle_timeout"], server_dir=server_dir,
-                          start_timeout=config.start_timeout, call_timeout=config.call_timeout)
+    _log(f"starting the {request.get('kind', 'server')} on {host} (node {socket.gethostname()})")
+    heartbeat: _Heartbeat | None = None
+    if request.get("kind") == "llm":
+        service = _start_llm(request, server_dir, host)
+        handle, close, location = service.handle, service.stop, {"url": service.url}
+        heartbeat = _Heartbeat(folder / HEARTBEAT_FILE, request["idle_timeout"]) if request["idle_timeout"] else None
+    else:
+        server = Server.start(get_runtime(request["runtime"]),
+                              image=Path(request["image"]) if request["image"] else None, binds=binds,
+                              env=request["env"], gpu=request["gpu"], agent=request["agent"], tcp=f"{host}:0",
+                              idle_timeout=request["idle_timeout"], server_dir=server_dir,
+                              start_timeout=config.start_timeout, call_timeout=config.call_timeout)
+        handle, close, location = server.process, server.close, {"agent": server.ready.get("agent")}
+        location["host"] = server.channel.location
+    assert handle is not None
     signal.signal(signal.SIGUSR1, lambda *_: None)  # a site's warning signal must not kill the server uncleanly
-    _publish_file(folder / "address.json", {"host": server.channel.location, "agent": server.ready.get("agent"), "job_id": job_id,
-                      "het_group": request.get("het_group", 0), "node": socket.gethostname(),
-                      "fingerprint": cert_fingerprint(folder / "host" / "server.pem")})
-    _log(f"serving at {server.channel.location} (job {job_id}, component {request.get('het_group', 0)})")
+    publish_file(folder / "address.json", {**location, "job_id": job_id, "het_group": request.get("het_group", 0),
+                                           "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+                                           "fingerprint": cert_fingerprint(folder / "host" / "server.pem")})
+    _log(f"serving at {location.get('host') or location.get('url')} (job {job_id}, "
+         f"component {request.get('het_group', 0)})")
     left = commands.time_left(own_id)
     stop_at = None if left is None else time.monotonic() + left - config.stop_before_limit
     code = 0
-    while server.process.wait(1.0) is None:
+    while handle.wait(1.0) is None:
         if stop_at is not None and time.monotonic() >= stop_at:
             _log(f"stopping {config.stop_before_limit:.0f} s before the job's Slurm time limit")
             break
+        if heartbeat is not None and heartbeat.stale():
+            _log(f"stopping: no heartbeat from the host for {heartbeat.timeout:.0f} s")
+            break
     else:
-        code = server.process.wait(0) or 0
+        code = handle.wait(0) or 0
         _log(f"the server ended (exit {code})")
-    server.close()
+    close()
     return 0 if code in (0, -signal.SIGTERM) else code
+
+
+def _start_llm(request: dict[str, Any], server_dir: Any, host: str) -> Any:
+    """The request's OpenAI-compatible server, started on ``host`` with the run's certificates and ready."""
+    from ..container.tls import ClientTLS, cert_fingerprint
+    from ..llm.container import ContainerLLMService
+    from ..llm.service import free_port
+
+    folder = server_dir.path
+    port = free_port(host)
+    tls = ClientTLS.from_folder(folder / "client", cert_fingerprint(folder / "host" / "server.pem"))
+    service = ContainerLLMService([*request["command"], "--host", host, "--port", str(port)],
+                                  image=request["image"], host=host, port=port, runtime=request["runtime"],
+                                  gpu=request["gpu"], start_timeout=request["start_timeout"],
+                                  api_key=(folder / "host" / "api_key").read_text().strip(), tls=tls)
+    service.server_dir = server_dir
+    return service.start()
+
+
+class _Heartbeat:
+    """The host's heartbeat file, read on this node: stale once its content has not changed for ``timeout`` s.
+
+    Its content is compared, never its time stamp: the nodes' clocks may differ, and
+    opening the file makes a network file system fetch it afresh.
+    """
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path, self.timeout = path, float(timeout)
+        self._seen, self._changed = self._read(), time.monotonic()
+
+    def _read(self) -> str:
+        try:
+            return self.path.read_text()
+        except OSError:
+            return ""
+
+    def stale(self) -> bool:
+        now, seen = time.monotonic(), self._read()
+        if seen != self._seen:
+            self._seen, self._changed = seen, now
+        return now - self._changed > self.timeout
 
 
 def _companion_bind(companion: Path, inside: str, server_dir: Any, timeout: float) -> Any:
@@ -122,7 +185,7 @@ def _companion_bind(companion: Path, inside: str, server_dir: Any, timeout: floa
     shutil.copyfile(companion / "agent" / "token", folder / "token")
     for path in folder.iterdir():
         path.chmod(0o600)
-    _publish_file(folder / "endpoint.json", {"location": address["agent"], "fingerprint": address["fingerprint"]})
+    publish_file(folder / "endpoint.json", {"location": address["agent"], "fingerprint": address["fingerprint"]})
     return Bind(str(folder), inside)
 
 
