@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import shutil
 import tempfile
 import time
@@ -257,3 +259,22 @@ def slurm_jobs(cluster) -> list[str]:
         if not jobs or time.monotonic() > deadline:
             return jobs
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def loopback_capture(path: Path):
+    """tcpdump of loopback TCP into ``path`` while the block runs; read ``path`` after it.
+
+    Fails under CI=true when tcpdump is missing (.ci/setup installs it), skips elsewhere.
+    """
+    if not os.path.exists("/usr/bin/tcpdump") and not os.path.exists("/usr/sbin/tcpdump"):
+        pytest.fail("tcpdump is missing (apt-get install tcpdump)") if os.environ.get("CI") == "true" \
+            else pytest.skip("tcpdump is missing")
+    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-w", str(path), "tcp"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in dump.stderr.readline()
+        yield path
+    finally:
+        dump.terminate()
+        dump.wait(10)
+        dump.stderr.close()

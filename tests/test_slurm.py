@@ -32,7 +32,7 @@ from dacstyle.slurm import Slurm
 from dacstyle.slurm.commands import job_info
 from dacstyle.slurm.script import Component, render
 
-from conftest import assert_golden
+from conftest import assert_golden, loopback_capture
 
 CPU = Slurm(partition="cpu", time="5")
 
@@ -158,22 +158,13 @@ def test_a_killed_host_leaves_a_job_that_ends_itself(shared, slurm_cluster, tmp_
 
 def test_the_token_never_crosses_the_network_in_clear(shared, tmp_path):
     """tcpdump on loopback (where the job's server listens here) during a whole episode."""
-    if not os.path.exists("/usr/bin/tcpdump") and not os.path.exists("/usr/sbin/tcpdump"):
-        pytest.fail("tcpdump is missing (apt-get install tcpdump)") if os.environ.get("CI") == "true" \
-            else pytest.skip("tcpdump is missing")
     capture = tmp_path / "lo.pcap"
-    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-w", str(capture), "tcp"], stderr=subprocess.PIPE, text=True)
-    try:
-        assert "listening on" in dump.stderr.readline()
+    with loopback_capture(capture):
         with RemoteRunner(SigmoidBenchmark().set_seed(7), runtime="process", placement=CPU) as runner:
             env = runner.get_environment()
             _trajectory(env, 7)
             token = runner.server.server_dir.token()
             port = int(runner.server.channel.location.rpartition(":")[2])
-    finally:
-        dump.terminate()
-        dump.wait(10)
-        dump.stderr.close()
     data = capture.read_bytes()
     assert port.to_bytes(2, "big") in data and len(data) > 10_000  # the episode's traffic is in the capture
     assert token.encode() not in data

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ from dacstyle.llm import FakeOpenAIServer, OpenAIClient, vllm_service
 from dacstyle.llm.placed import PlacedLLMService
 from dacstyle.slurm import Slurm
 from dacstyle.slurm.commands import job_info
+
+from conftest import loopback_capture
 
 GPU = Slurm(partition="gpu", gpus=1, time="5")
 
@@ -112,21 +113,12 @@ def test_a_tls_client_never_sends_its_key_over_plain_http():
 
 
 def test_neither_key_nor_prompt_crosses_the_network_in_clear(shared, tmp_path):
-    if not os.path.exists("/usr/bin/tcpdump") and not os.path.exists("/usr/sbin/tcpdump"):
-        pytest.fail("tcpdump is missing (apt-get install tcpdump)") if os.environ.get("CI") == "true" \
-            else pytest.skip("tcpdump is missing")
     capture = tmp_path / "lo.pcap"
-    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-w", str(capture), "tcp"], stderr=subprocess.PIPE, text=True)
-    try:
-        assert "listening on" in dump.stderr.readline()
+    with loopback_capture(capture):
         with _fake(tmp_path, ["THE-SECRET-REPLY"]) as service:
             key, port = service.api_key, service.port
             with service.client(retries=0) as client:
                 assert client.chat([{"role": "user", "content": "THE-PRIVATE-PROMPT"}]) == "THE-SECRET-REPLY"
-    finally:
-        dump.terminate()
-        dump.wait(10)
-        dump.stderr.close()
     data = capture.read_bytes()
     assert port.to_bytes(2, "big") in data  # the service's traffic is in the capture
     for secret in (key, "THE-PRIVATE-PROMPT", "THE-SECRET-REPLY"):
