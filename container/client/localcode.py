@@ -17,9 +17,12 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-__all__ = ["CODE_INSIDE", "LocalModule", "local_modules"]
+if TYPE_CHECKING:
+    from dacstyle.runtimes import Bind, Runtime
+
+__all__ = ["CODE_INSIDE", "LocalModule", "local_modules", "code_environment"]
 
 CODE_INSIDE = "/opt/dacstyle/code"
 
@@ -69,3 +72,13 @@ def local_modules(entry_points: Iterable[str]) -> list[LocalModule]:
         if not any(str(path).startswith(root) for root in roots):
             found[top] = LocalModule(top, path)
     return list(found.values())
+
+
+def code_environment(runtime: Runtime, binds: list[Bind], env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a server: the bound local code's folders first on PYTHONPATH (the host's too, unless isolated)."""
+    code = [runtime.path_inside(b) for b in binds if b.dst.startswith(CODE_INSIDE + "/")]
+    if not code:
+        return env
+    folders = list(dict.fromkeys(os.path.dirname(path) for path in code))
+    inherited = [env.get("PYTHONPATH", "")] + ([] if runtime.isolated else [os.environ.get("PYTHONPATH", "")])
+    return {**env, "PYTHONPATH": os.pathsep.join([*folders, *filter(None, inherited)])}

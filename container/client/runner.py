@@ -17,24 +17,22 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
-import secrets
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable
-
 
 from dacstyle import codec
 from dacstyle.benchmarks.spec import Benchmark
 from dacstyle.config import config
 from dacstyle.errors import BenchmarkError, ClosedError
 from dacstyle.results import RunResults
+from dacstyle.results.log import new_run_folder, write_manifest
 from dacstyle.runtimes import Bind, Runtime, get_runtime
 from dacstyle.runtimes.base import COMPANION_DIR_INSIDE
 
 from ..protocol import versions
-from .localcode import CODE_INSIDE, LocalModule, local_modules
+from .localcode import CODE_INSIDE, LocalModule, code_environment, local_modules
 from .envfn import EnvFactory
 from .proxies import RemoteEnvironment, RemoteObject
 from .server import Server
@@ -173,13 +171,7 @@ class RemoteRunner:
         return [*extra, *named.values(), *code_binds], paths
 
     def _env(self, binds: list[Bind]) -> dict[str, str]:
-        """The server's environment: the user's, with the local code's folders first on PYTHONPATH."""
-        code = [self.runtime.path_inside(b) for b in binds if b.dst.startswith(CODE_INSIDE + "/")]
-        if not code:
-            return self.env
-        folders = list(dict.fromkeys(os.path.dirname(path) for path in code))
-        inherited = [self.env.get("PYTHONPATH", "")] + ([] if self.runtime.isolated else [os.environ.get("PYTHONPATH", "")])
-        return {**self.env, "PYTHONPATH": os.pathsep.join([*folders, *filter(None, inherited)])}
+        return code_environment(self.runtime, binds, self.env)
 
     def _request(self, placement: Any, binds: list[Bind], spec: Benchmark, *, agent: bool = False, gpu: bool = False,
                  companions: list[tuple[int, str]] | None = None) -> Any:
@@ -352,12 +344,12 @@ class RemoteRunner:
             reseed(self.benchmark.seed)
         agent_record = describe_agent(agent)
         agent = as_agent(agent)
-        folder = self._new_run_folder()
+        folder = new_run_folder(self.runs_dir, self.benchmark.name)
         env = self.get_environment()
         started = time.time()
         manifest = self._manifest(started, number_of_episodes)
         manifest.update(agent=agent_record, log_steps=log_steps, digest=DIGEST, episodes=[])
-        _write_json(folder / "manifest.json", manifest)
+        write_manifest(folder / "manifest.json", manifest)
         episode_log = EpisodeLog(folder / "episodes.jsonl", log_steps)
         bar = episode_bar(number_of_episodes, progress, self.benchmark.name)
         episodes: list[dict[str, Any]] = []
@@ -374,20 +366,14 @@ class RemoteRunner:
             manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
             manifest["episodes_completed"] = len(episodes)
             manifest["episodes"] = episode_log.digests
-            _write_json(folder / "manifest.json", manifest)
+            write_manifest(folder / "manifest.json", manifest)
             self._copy_server_log(folder)
         extra = {}
         if self.benchmark.finish:
             name, _, method = self.benchmark.finish.partition(".")
             extra[method] = getattr(self.companions[name], method)()  # e.g. a grader grading what the agent left
-            _write_json(folder / f"{method}.json", codec.encode(extra[method]))
+            write_manifest(folder / f"{method}.json", codec.encode(extra[method]))
         return RunResults(self.benchmark.name, episodes, folder, extra, manifest)
-
-    def _new_run_folder(self) -> Path:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder = self.runs_dir / f"{self.benchmark.name}-{stamp}-{secrets.token_hex(2)}"
-        folder.mkdir(parents=True, exist_ok=False)
-        return folder
 
     def _manifest(self, started: float, episodes: int) -> dict[str, Any]:
         return {
@@ -417,8 +403,3 @@ class RemoteRunner:
         if self._server is not None and self._server.server_dir.log_path.exists():
             shutil.copyfile(self._server.server_dir.log_path, folder / "server.log")
 
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)

@@ -15,8 +15,10 @@ so an edited log is caught when it is read back.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,7 +28,8 @@ from dacstyle import codec
 
 from ..errors import RunFolderError
 
-__all__ = ["LogSteps", "EpisodeLog", "observation_digest", "read_episodes", "read_manifest", "check_log_steps"]
+__all__ = ["LogSteps", "EpisodeLog", "observation_digest", "read_episodes", "read_manifest", "check_log_steps",
+           "new_run_folder", "write_manifest"]
 
 LogSteps = bool | int
 """``True`` (every step), ``False`` (none) or N (every N-th step)."""
@@ -130,6 +133,21 @@ def line_digest(line: str) -> str:
     h = _hasher()
     h.update(line.encode())
     return h.hexdigest()
+
+
+def new_run_folder(runs_dir: Path, name: str) -> Path:
+    """A fresh run folder ``RUNS/NAME-YYYYmmdd-HHMMSS-XXXX`` (never an existing one)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = runs_dir / f"{name}-{stamp}-{secrets.token_hex(2)}"
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
+def write_manifest(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (a reader never sees half a manifest)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
 
 
 def read_manifest(folder: Path | str) -> dict[str, Any]:
