@@ -21,8 +21,7 @@ from typing import Sequence
 from ..config import config
 from ..errors import ServerStartError, SlurmError
 from ..runtimes import Runtime, get_runtime
-from ..slurm.job import ServerRequest, SlurmJob, submit_job, wait_published
-from ..slurm.jobmain import HEARTBEAT_FILE, publish_file
+from ..slurm.job import HEARTBEAT_FILE, ServerRequest, SlurmJob, publish_file, submit_job, wait_published
 from ..slurm.placement import Slurm
 from .service import LLMService, generate_api_key
 

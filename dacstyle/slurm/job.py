@@ -35,9 +35,12 @@ from . import commands
 from .placement import Slurm
 from .script import Component, render
 
-__all__ = ["SlurmJob", "ServerRequest", "submit_servers", "submit_job", "wait_published", "attach", "shared_root", "published", "ADDRESS_FILE"]
+__all__ = ["SlurmJob", "ServerRequest", "submit_servers", "submit_job", "wait_published", "attach", "shared_root",
+           "published", "publish_file", "ADDRESS_FILE", "HEARTBEAT_FILE"]
 
 ADDRESS_FILE = "address.json"
+HEARTBEAT_FILE = "heartbeat"
+"""What a host rewrites while it needs an LLM service (a model server has no dacstyle call to count)."""
 _POLL_FIRST_S, _POLL_MAX_S = 0.05, 2.0
 
 
@@ -232,6 +235,15 @@ def published(folder: Path) -> dict[str, Any] | None:
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
             raise SlurmError(f"{path} is not a 0600 file of yours: refusing an address someone else could have written")
         return dict(json.loads(handle.read()))
+
+
+def publish_file(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (tmp + rename), mode 0600 from the start."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
 
 
 def submit_servers(name: str, requests: list[ServerRequest], start_timeout: float | None = None) -> list[Any]:

@@ -26,10 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "node_address", "publish_file", "HEARTBEAT_FILE"]
-
-HEARTBEAT_FILE = "heartbeat"
-"""What a host rewrites while it needs an LLM service (a model server has no dacstyle call to count)."""
+__all__ = ["main", "node_address"]
 
 
 def node_address() -> str:
@@ -41,15 +38,6 @@ def node_address() -> str:
         except OSError:
             continue
     return "127.0.0.1"
-
-
-def publish_file(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (tmp + rename), mode 0600 from the start."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)
 
 
 def _log(message: str) -> None:
@@ -64,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..runtimes import Bind, get_runtime
     from ..runtimes.serverdir import ServerDir
     from . import commands
+    from .job import HEARTBEAT_FILE, publish_file
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
@@ -171,7 +160,7 @@ def _companion_bind(companion: Path, inside: str, server_dir: Any, timeout: floa
     import shutil
 
     from ..runtimes import Bind
-    from .job import published
+    from .job import publish_file, published
 
     deadline = time.monotonic() + timeout
     while (address := published(companion)) is None:
