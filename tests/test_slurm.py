@@ -183,7 +183,7 @@ def test_golden_batch_scripts(case):
 
 
 def test_shared_dir_must_be_set_and_yours(tmp_path):
-    from dacstyle.slurm.job import shared_root
+    from dacstyle.slurm.shared import shared_root
 
     config.shared_dir = None
     with pytest.raises(errors.SlurmError, match="shared_dir"):
@@ -214,7 +214,7 @@ def test_a_placement_rejects_bad_options():
 
 
 def test_an_address_file_others_could_have_written_is_refused(tmp_path):
-    from dacstyle.slurm.job import published
+    from dacstyle.slurm.shared import published
 
     assert published(tmp_path) is None
     (tmp_path / "address.json").write_text(json.dumps({"host": "tcp:10.0.0.9:1"}))
@@ -223,6 +223,25 @@ def test_an_address_file_others_could_have_written_is_refused(tmp_path):
         published(tmp_path)
     (tmp_path / "address.json").chmod(0o600)
     assert published(tmp_path) == {"host": "tcp:10.0.0.9:1"}
+
+
+def test_an_address_naming_another_certificate_is_refused(tmp_path):
+    """A published address is used only when its fingerprint is this run's server certificate."""
+    from dacstyle.container.client.certs import RunCA
+    from dacstyle.runtimes.serverdir import ServerDir
+    from dacstyle.slurm.job import SlurmJob, wait_published
+    from dacstyle.slurm.shared import publish_file
+
+    folder = ServerDir.create(root=tmp_path)
+    ours = RunCA("ours").write_server(folder.path / "host")
+    theirs = RunCA("theirs").write_server(tmp_path)
+    job = SlurmJob("7", folder, owned=False)
+    publish_file(folder.path / "address.json", {"host": "tcp:10.0.0.9:1", "fingerprint": theirs})
+    with pytest.raises(errors.SlurmError, match="not this run's"):
+        wait_published(job, 5)
+    publish_file(folder.path / "address.json", {"host": "tcp:10.0.0.9:1", "fingerprint": ours})
+    assert wait_published(job, 5)["fingerprint"] == ours
+    folder.remove()
 
 
 def _cli(slurm_cluster, shared: Path, *argv: str) -> subprocess.CompletedProcess:

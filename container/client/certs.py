@@ -9,13 +9,14 @@ clients' certificates, which are written 0600 into the run's private folder
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from dacstyle.runtimes.serverdir import write_private
 
 from ..tls import cert_fingerprint
 
@@ -65,15 +66,7 @@ class RunCA:
                 .sign(self._key, hashes.SHA256()))
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-        _write_private(folder / f"{prefix}.key", key_pem)
-        _write_private(folder / f"{prefix}.pem", cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(folder / "ca.pem", self.cert.public_bytes(serialization.Encoding.PEM))
+        write_private(folder / f"{prefix}.key", key_pem)
+        write_private(folder / f"{prefix}.pem", cert.public_bytes(serialization.Encoding.PEM))
+        write_private(folder / "ca.pem", self.cert.public_bytes(serialization.Encoding.PEM))
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the start (replacing an older file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)

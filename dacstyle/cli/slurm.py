@@ -67,7 +67,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _jobs(args: argparse.Namespace) -> int:
     from dacstyle.slurm import commands
-    from dacstyle.slurm.job import cancel, published, shared_root
+    from dacstyle.slurm.job import cancel
+    from dacstyle.slurm.shared import published, shared_root
 
     if args.action == "cancel":
         if not args.job_id or not args.job_id.isdigit():

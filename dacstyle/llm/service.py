@@ -34,6 +34,7 @@ from ..errors import IsolationWarning, ServerStartError
 from ..runtimes import Handle, LaunchSpec, Runtime
 from ..runtimes.process import ProcessRuntime
 from ..runtimes.serverdir import ServerDir
+from ..slurm.jobmain import node_address
 from .client import OpenAIClient, http_session
 
 if TYPE_CHECKING:
@@ -45,15 +46,6 @@ __all__ = ["LLMService", "generate_api_key", "vllm_command", "node_address", "fr
 def generate_api_key() -> str:
     """A fresh random API key."""
     return secrets.token_urlsafe(32)
-
-
-def node_address() -> str:
-    """This node's address as other nodes reach it (falls back to 127.0.0.1)."""
-    try:
-        address = socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-    return address
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import ContainerError
 from .reaper import clean_server_dir, kill_tree, same_process, start_time, unmount
 
-__all__ = ["ServerDir", "servers_root", "cleanup_stale", "process_alive", "unmount"]
+__all__ = ["ServerDir", "servers_root", "cleanup_stale", "process_alive", "unmount", "write_private"]
 
 _NEW_RUN_GRACE_S = 60.0
 """A folder without owner.json younger than this is a run being created, not a leftover."""
@@ -184,3 +184,12 @@ def cleanup_stale(root: Path | None = None, force: bool = False) -> list[str]:
                 done.append(f"killed {role} process {pid} and its children")
         done += clean_server_dir(folder)
     return done
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (tmp + rename), mode 0600 from the start, replacing an older file."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)

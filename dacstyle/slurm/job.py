@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import sys
 import threading
 import time
@@ -34,56 +33,11 @@ from ..runtimes.serverdir import ServerDir
 from . import commands
 from .placement import Slurm
 from .script import Component, render
+from .shared import published, shared_root
 
-__all__ = ["SlurmJob", "ServerRequest", "submit_servers", "submit_job", "wait_published", "attach", "shared_root",
-           "published", "publish_file", "ADDRESS_FILE", "HEARTBEAT_FILE"]
+__all__ = ["SlurmJob", "ServerRequest", "submit_servers", "submit_job", "wait_published", "attach"]
 
-ADDRESS_FILE = "address.json"
-HEARTBEAT_FILE = "heartbeat"
-"""What a host rewrites while it needs an LLM service (a model server has no dacstyle call to count)."""
 _POLL_FIRST_S, _POLL_MAX_S = 0.05, 2.0
-
-
-def shared_root() -> Path:
-    """The ``shared_dir`` setting, checked: set, a folder of this user, nobody else may write, not node-local.
-
-    SlurmError saying what to set otherwise.
-    """
-    if config.shared_dir is None:
-        raise SlurmError("Slurm placement needs the setting shared_dir (DACSTYLE_SHARED_DIR): a folder of yours "
-                         "that every node of the cluster sees, e.g. on $HOME or the cluster's work file system")
-    root = Path(config.shared_dir).expanduser().absolute()
-    try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = os.lstat(root)
-    except OSError as exc:
-        raise SlurmError(f"shared_dir {root}: {exc.strerror}") from exc
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise SlurmError(f"shared_dir {root} must be a folder owned by you (not a link, not someone else's)")
-    if info.st_mode & 0o022:
-        raise SlurmError(f"shared_dir {root} is writable by others (mode {stat.S_IMODE(info.st_mode):o}): chmod go-w it")
-    fstype = _fs_type(root)
-    if fstype in ("tmpfs", "ramfs", "devtmpfs"):
-        raise SlurmError(f"shared_dir {root} is on {fstype}, which only this node sees: use a shared file system")
-    for sub in ("servers", "logs"):
-        (root / sub).mkdir(mode=0o700, exist_ok=True)
-    return root
-
-
-def _fs_type(path: Path) -> str:
-    """The file-system type of the mount holding ``path`` (from /proc/mounts; '' when unknown)."""
-    best, kind = "", ""
-    try:
-        lines = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return ""
-    target = str(path.resolve())
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 3 and (target == parts[1] or target.startswith(parts[1].rstrip("/") + "/")) \
-                and len(parts[1]) >= len(best):
-            best, kind = parts[1], parts[2]
-    return kind
 
 
 @dataclass
@@ -223,29 +177,6 @@ def _cancel(job_id: str, folder: Path, log: Path) -> None:
             pass
 
 
-def published(folder: Path) -> dict[str, Any] | None:
-    """The address a job published in ``folder`` (a 0600 file of this user), or None while there is none."""
-    path = folder / ADDRESS_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd) as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise SlurmError(f"{path} is not a 0600 file of yours: refusing an address someone else could have written")
-        return dict(json.loads(handle.read()))
-
-
-def publish_file(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (tmp + rename), mode 0600 from the start."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)
-
-
 def submit_servers(name: str, requests: list[ServerRequest], start_timeout: float | None = None) -> list[Any]:
     """Submit one job with a component per request; returns their Servers once each has published and answered.
 
@@ -309,14 +240,17 @@ def submit_job(name: str, requests: list[ServerRequest]) -> list[SlurmJob]:
 
 
 def wait_published(job: SlurmJob, start_timeout: float) -> dict[str, Any]:
-    """The component's published address, polled with backoff; JobEndedError/JobPendingError/SlurmError else."""
+    """The component's published address, polled with backoff; JobEndedError/JobPendingError/SlurmError else.
+
+    Its ``fingerprint`` is checked to be this run's server certificate (SlurmError otherwise).
+    """
     pending_since = time.monotonic()
     running_since: float | None = None
     delay = _POLL_FIRST_S
     while True:
         address = published(job.server_dir.path)
         if address is not None:
-            return address
+            return _pinned(job, address)
         info = job.info()
         now = time.monotonic()
         if info is None or not info.active:
@@ -335,21 +269,28 @@ def wait_published(job: SlurmJob, start_timeout: float) -> dict[str, Any]:
         delay = min(delay * 1.5, _POLL_MAX_S)
 
 
+def _pinned(job: SlurmJob, address: dict[str, Any]) -> dict[str, Any]:
+    """``address`` when the certificate it names is this run's server certificate; SlurmError else."""
+    from ..container.tls import cert_fingerprint
+
+    expected = cert_fingerprint(job.server_dir.path / "host" / "server.pem")
+    if address.get("fingerprint") != expected:
+        raise SlurmError(f"job {job.job_id} published certificate {address.get('fingerprint')}, not this run's "
+                         f"{expected}: refusing it")
+    return address
+
+
 def _connect(job: SlurmJob, runtime: Runtime, start_timeout: float) -> Any:
     """Wait for the component's address, then handshake over TLS with its pinned certificate."""
     from ..container.client.channel import Channel
     from ..container.client.server import Server, handshake
-    from ..container.tls import ClientTLS, cert_fingerprint
+    from ..container.tls import ClientTLS
 
     address = wait_published(job, start_timeout)
     folder = job.server_dir.path
-    expected = cert_fingerprint(folder / "host" / "server.pem")
-    if address.get("fingerprint") != expected:
-        raise SlurmError(f"job {job.job_id} published certificate {address.get('fingerprint')}, not this run's "
-                         f"{expected}: refusing it")
     channel = Channel(address["host"], job.server_dir.token("host"), call_timeout=config.call_timeout,
                       server_gone=lambda wait: job.wait(max(wait, 5.0)) is not None, stderr_tail=job.end_report,
-                      tls=ClientTLS.from_folder(folder / "client", expected),
+                      tls=ClientTLS.from_folder(folder / "client", address["fingerprint"]),
                       token_file=str(folder / "host" / "token"))
     return Server.checked(runtime, job, channel, handshake(channel, start_timeout), address)
 

@@ -26,13 +26,17 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "node_address"]
+__all__ = ["main", "node_address", "node_name"]
+
+
+def node_name() -> str:
+    """This node's name as Slurm knows it (what ``--nodelist`` takes), else its host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def node_address() -> str:
-    """This node's address as other nodes reach it (its hostname resolved), for the server to bind."""
-    name = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-    for candidate in (socket.gethostname(), name):
+    """This node's address as other nodes reach it (its host name resolved), for a server to bind."""
+    for candidate in (socket.gethostname(), node_name()):
         try:
             return socket.gethostbyname(candidate)
         except OSError:
@@ -52,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..runtimes import Bind, get_runtime
     from ..runtimes.serverdir import ServerDir
     from . import commands
-    from .job import HEARTBEAT_FILE, publish_file
+    from .shared import ADDRESS_FILE, HEARTBEAT_FILE, publish_file
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
@@ -69,10 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for companion, inside in request.get("companions", []):
         binds.append(_companion_bind(Path(companion), inside, server_dir, config.start_timeout))
     host = node_address()
+    fingerprint = cert_fingerprint(folder / "host" / "server.pem")
     _log(f"starting the {request.get('kind', 'server')} on {host} (node {socket.gethostname()})")
     heartbeat: _Heartbeat | None = None
     if request.get("kind") == "llm":
-        service = _start_llm(request, server_dir, host)
+        service = _start_llm(request, server_dir, host, fingerprint)
         handle, close, location = service.handle, service.stop, {"url": service.url}
         heartbeat = _Heartbeat(folder / HEARTBEAT_FILE, request["idle_timeout"]) if request["idle_timeout"] else None
     else:
@@ -81,13 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                               env=request["env"], gpu=request["gpu"], agent=request["agent"], tcp=f"{host}:0",
                               idle_timeout=request["idle_timeout"], server_dir=server_dir,
                               start_timeout=config.start_timeout, call_timeout=config.call_timeout)
-        handle, close, location = server.process, server.close, {"agent": server.ready.get("agent")}
-        location["host"] = server.channel.location
+        handle, close = server.process, server.close
+        location = {"host": server.channel.location, "agent": server.ready.get("agent")}
     assert handle is not None
     signal.signal(signal.SIGUSR1, lambda *_: None)  # a site's warning signal must not kill the server uncleanly
-    publish_file(folder / "address.json", {**location, "job_id": job_id, "het_group": request.get("het_group", 0),
-                                           "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-                                           "fingerprint": cert_fingerprint(folder / "host" / "server.pem")})
+    publish_file(folder / ADDRESS_FILE, {**location, "job_id": job_id, "het_group": request.get("het_group", 0),
+                                         "node": node_name(), "fingerprint": fingerprint})
     _log(f"serving at {location.get('host') or location.get('url')} (job {job_id}, "
          f"component {request.get('het_group', 0)})")
     left = commands.time_left(own_id)
@@ -107,15 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if code in (0, -signal.SIGTERM) else code
 
 
-def _start_llm(request: dict[str, Any], server_dir: Any, host: str) -> Any:
+def _start_llm(request: dict[str, Any], server_dir: Any, host: str, fingerprint: str) -> Any:
     """The request's OpenAI-compatible server, started on ``host`` with the run's certificates and ready."""
-    from ..container.tls import ClientTLS, cert_fingerprint
+    from ..container.tls import ClientTLS
     from ..llm.container import ContainerLLMService
     from ..llm.service import free_port
 
     folder = server_dir.path
     port = free_port(host)
-    tls = ClientTLS.from_folder(folder / "client", cert_fingerprint(folder / "host" / "server.pem"))
+    tls = ClientTLS.from_folder(folder / "client", fingerprint)
     service = ContainerLLMService([*request["command"], "--host", host, "--port", str(port)],
                                   image=request["image"], host=host, port=port, runtime=request["runtime"],
                                   gpu=request["gpu"], start_timeout=request["start_timeout"],
@@ -160,7 +164,7 @@ def _companion_bind(companion: Path, inside: str, server_dir: Any, timeout: floa
     import shutil
 
     from ..runtimes import Bind
-    from .job import publish_file, published
+    from .shared import publish_file, published
 
     deadline = time.monotonic() + timeout
     while (address := published(companion)) is None:
