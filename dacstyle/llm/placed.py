@@ -17,6 +17,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import urlsplit
 
 from ..config import config
 from ..errors import ServerStartError, SlurmError
@@ -62,18 +63,17 @@ class PlacedLLMService(LLMService):
         self.handle, self.server_dir = self.job, self.job.server_dir
         try:
             address = wait_published(self.job, self.start_timeout)  # its certificate checked: this run's
-            self.host, self.port = _host_port(address["url"])
+            url = urlsplit(address["url"])
+            self.host, self.port = str(url.hostname), int(url.port or 443)
             self.node = str(address["node"])
-            self.tls = ClientTLS.from_folder(self.job.server_dir.path / "client", address["fingerprint"])
-            self.job.start_heartbeat(self._beat, config.heartbeat_timeout / 4)
+            folder = self.job.server_dir.path
+            self.tls = ClientTLS.from_folder(folder / "client", address["fingerprint"])
+            self.job.start_heartbeat(lambda _: publish_file(folder / HEARTBEAT_FILE, os.urandom(8).hex()),
+                                     config.heartbeat_timeout / 4)
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _beat(self, _timeout: float) -> None:
-        assert self.job is not None
-        publish_file(self.job.server_dir.path / HEARTBEAT_FILE, os.urandom(8).hex())
 
     def beside(self, placement: Slurm) -> Slurm:
         """``placement`` pinned to this service's node: a component placed so reaches the model on its own node."""
@@ -89,9 +89,3 @@ class PlacedLLMService(LLMService):
         if job is not None:
             job.stop(timeout)
 
-
-def _host_port(url: str) -> tuple[str, int]:
-    """``(host, port)`` of ``https://HOST:PORT/v1``."""
-    netloc = url.split("://", 1)[1].split("/", 1)[0]
-    host, _, port = netloc.rpartition(":")
-    return host.strip("[]"), int(port)
