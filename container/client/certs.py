@@ -53,6 +53,16 @@ class RunCA:
         self._issue(Path(folder), "server", ExtendedKeyUsageOID.SERVER_AUTH)
         return cert_fingerprint(Path(folder) / "server.pem")
 
+    def write_server_dir(self, folder: str | Path) -> str:
+        """A server folder's certificates: the server's in ``host/``, a client's in ``client/``; returns the fingerprint.
+
+        ``host/`` is bound into the server's container; ``client/`` (0700) never is.
+        """
+        fingerprint = self.write_server(Path(folder) / "host")
+        (Path(folder) / "client").mkdir(mode=0o700, exist_ok=True)
+        self.write_client(Path(folder) / "client")
+        return fingerprint
+
     def write_client(self, folder: str | Path, prefix: str = "client") -> None:
         """Write ``ca.pem``, ``PREFIX.pem`` and ``PREFIX.key`` into ``folder``: a client this run's servers accept."""
         self._issue(Path(folder), prefix, ExtendedKeyUsageOID.CLIENT_AUTH)

@@ -93,15 +93,14 @@ def _client_tls(folder: ServerDir) -> ClientTLS:
     The server's certificate and key are in ``host/`` (bound into the container);
     the client's in ``client/``, which no container sees.
     """
-    host, client = folder.path / "host", folder.path / "client"
-    if not (host / "server.pem").exists():
+    server_pem = folder.path / "host" / "server.pem"
+    if server_pem.exists():
+        fingerprint = cert_fingerprint(server_pem)
+    else:
         from .certs import RunCA
 
-        ca = RunCA()
-        ca.write_server(host)
-        client.mkdir(mode=0o700, exist_ok=True)
-        ca.write_client(client)
-    return ClientTLS.from_folder(client, cert_fingerprint(host / "server.pem"))
+        fingerprint = RunCA().write_server_dir(folder.path)
+    return ClientTLS.from_folder(folder.path / "client", fingerprint)
 
 
 def handshake(channel: Channel, timeout: float) -> dict[str, Any]:

@@ -214,9 +214,7 @@ def submit_job(name: str, requests: list[ServerRequest]) -> list[SlurmJob]:
             folder = ServerDir.create(root=root / "servers", agent=request.agent)
             folders.append(folder)
             folder.record(log=str(log), het_group=index, slurm=True)
-            ca.write_server(folder.path / "host")
-            (folder.path / "client").mkdir(mode=0o700)
-            ca.write_client(folder.path / "client")
+            ca.write_server_dir(folder.path)
             for secret, value in request.secrets.items():
                 folder.write_secret(secret, value)
             data = request.to_json()
